@@ -1,0 +1,154 @@
+"""``jetracer-trt sim``: drive the simulated car with a model (eval), record expert data (collect), time the renderer."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ..errors import JetracerError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sim", help="simulated JetRacer: evaluate a model, collect training data, benchmark the renderer",
+        description="A simulated JetRacer on a taped track generated from a seed, seen through a wide-angle camera.",
+    )
+    commands = parser.add_subparsers(dest="sim_command", metavar="<command>")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 1)[1])
+
+    ev = commands.add_parser(
+        "eval", help="drive the simulated car with a model and report laps, off-track events, error and speed",
+        description="Closed-loop drive: camera frame -> model (ONNX Runtime) -> control law -> car, at the camera "
+                    "rate with one frame of delay. Off-track (car centre beyond half the road width) puts the car "
+                    "back on the road and counts an event.",
+    )
+    ev.add_argument("--model", help="ONNX model (default: the shipped models/road_following.onnx)")
+    ev.add_argument("--backend", default="onnxruntime", help="inference backend (default: onnxruntime)")
+    ev.add_argument("--track-seed", type=int, default=1001, help="which generated track to drive (default: 1001)")
+    ev.add_argument("--laps", type=int, default=3, help="laps to drive (default: 3)")
+    ev.add_argument("--randomize", action="store_true", help="domain randomization: floor, tape, light, clutter, "
+                    "camera mount, blur, noise, JPEG")
+    ev.add_argument("--run-seed", type=int, default=0, help="seed of the randomization and noise draws (default: 0)")
+    ev.add_argument("--threads", type=int, default=0, help="CPU threads for inference (default: 0 = all cores)")
+    ev.add_argument("--json", action="store_true", help="print exactly one JSON object with the metrics on stdout")
+    ev.add_argument("--plot", metavar="OUT.png", help="draw the track and the driven path, coloured by error")
+    ev.add_argument("--video", metavar="OUT.mp4", help="record the camera view with the predicted target drawn")
+    ev.set_defaults(func=run_eval)
+
+    co = commands.add_parser(
+        "collect", help="record expert-driven, labelled frames into a dataset",
+        description="The expert (the control law on the true road target) drives with injected steering noise, so "
+                    "the data shows recoveries; every frame is labelled with the correct target. Appends to an "
+                    "existing dataset. Track seeds 1000 and above are reserved for evaluation.",
+    )
+    co.add_argument("--out", required=True, metavar="DIR", help="dataset folder (created, or appended to)")
+    co.add_argument("--frames", type=int, required=True, help="frames to record")
+    co.add_argument("--seeds", default="0-99", help="track seeds: N, A-B or a list like 1,4,10-12 (default: 0-99)")
+    co.add_argument("--randomize", action="store_true", help="domain randomization for every episode")
+    co.add_argument("--episode-frames", type=int, default=300, help="frames per episode before the next track")
+    co.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
+    co.set_defaults(func=run_collect)
+
+    be = commands.add_parser("bench", help="time the renderer on one core",
+                             description="Renders frames along a lap on one core and prints frames per second.")
+    be.add_argument("--frames", type=int, default=2000)
+    be.add_argument("--randomize", action="store_true", help="include the per-frame camera effects")
+    be.add_argument("--track-seed", type=int, default=1001)
+    be.add_argument("--json", action="store_true", help="print one JSON object")
+    be.set_defaults(func=run_bench)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..config import default_model_path
+    from ..control import ControlParams
+    from ..engines import create_engine
+    from ..sim import SimWorld, drive
+    from ..sim.visualize import RunVideo, plot_run
+
+    if args.laps < 1:
+        raise JetracerError("--laps must be at least 1")
+    model = args.model or default_model_path()
+    engine = create_engine(args.backend, model, threads=args.threads)
+    engine.warmup()
+    world = SimWorld(args.track_seed, randomize=args.randomize, run_seed=args.run_seed)
+    params = ControlParams.from_config()
+    video = RunVideo(args.video, world.rate_hz) if args.video else None
+    bar = _progress(args.laps, "laps", quiet=args.json)
+    laps_seen = [0]
+
+    def progress(w):
+        if w.laps_completed > laps_seen[0]:
+            bar.update(w.laps_completed - laps_seen[0])
+            laps_seen[0] = w.laps_completed
+
+    try:
+        metrics = drive(world, engine.infer, params, args.laps, on_frame=video, progress=progress)
+    finally:
+        bar.close()
+        if video:
+            video.close()
+    if args.plot:
+        plot_run(world, args.plot, title=f"track seed {args.track_seed}{' randomized' if args.randomize else ''}: "
+                 f"{metrics['laps_completed']} laps, {metrics['off_track_events']} off-track")
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    inf = metrics["inference_ms"]
+    print(f"track seed {args.track_seed}{' (randomized)' if args.randomize else ''}, model {model}")
+    print(f"  laps {metrics['laps_completed']}/{args.laps}, off-track events {metrics['off_track_events']}, "
+          f"|cross-track error| mean {metrics['mean_abs_cte_m']:.3f} m max {metrics['max_abs_cte_m']:.3f} m")
+    print(f"  mean speed {metrics['mean_speed_mps']:.2f} m/s over {metrics['frames']} frames, "
+          f"inference p50 {inf['p50']:.1f} ms p99 {inf['p99']:.1f} ms ({engine.name})")
+    if args.plot:
+        print(f"  plot: {args.plot}")
+    if args.video:
+        print(f"  video: {args.video}")
+    return 0
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from ..sim.collect import collect
+    from ..sim.track import parse_seeds
+
+    seeds = parse_seeds(args.seeds)
+    bar = _progress(args.frames, "frames")
+    try:
+        written = collect(args.out, seeds, args.frames, args.randomize, episode_frames=args.episode_frames,
+                          workers=args.workers, on_progress=bar.update)
+    finally:
+        bar.close()
+    print(f"recorded {written} frames from {len(seeds)} track seed(s) into {args.out}")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from ..sim import SimWorld
+
+    cv2.setNumThreads(1)  # the claim is per core
+    world = SimWorld(args.track_seed, randomize=args.randomize)
+    track = world.track
+    step = max(1, len(track.points) // args.frames)
+    world.observe()  # first call warms caches
+    start = time.perf_counter()
+    for k in range(args.frames):
+        i = (k * step) % len(track.points)
+        world.car.state.x, world.car.state.y = track.points[i]
+        world.car.state.yaw = float(np.arctan2(track.tangents[i, 1], track.tangents[i, 0]))
+        world.observe()
+    elapsed = time.perf_counter() - start
+    result = {"frames": args.frames, "fps": args.frames / elapsed, "ms_per_frame": 1e3 * elapsed / args.frames,
+              "randomize": bool(args.randomize), "threads": 1}
+    print(json.dumps(result) if args.json else
+          f"rendered {args.frames} frames of {world.renderer.camera.width}x{world.renderer.camera.height} in "
+          f"{elapsed:.2f} s on one core: {result['fps']:.0f} frames/s ({result['ms_per_frame']:.2f} ms/frame)")
+    return 0
+
+
+def _progress(total: int, unit: str, quiet: bool = False):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=f" {unit}", file=sys.stderr, disable=quiet or None, dynamic_ncols=True)

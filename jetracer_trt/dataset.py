@@ -1,0 +1,406 @@
+"""Dataset format v1: JPEG images plus an append-only JSON-lines index that survives a crash at any moment.
+
+Layout of a dataset folder ``root``::
+
+    root/dataset.json   manifest {"format": "jetracer_trt.dataset", "version": 1, "created": ..., "image_format": "jpg"}
+    root/images/        one JPEG per sample, named <8 hex chars per writer>_<counter:06d>.jpg
+    root/index.jsonl    one JSON object per line: {"image": "images/<name>.jpg", "x": ..., "y": ..., ...meta}
+
+Why it survives ``kill -9`` or a power cut: an image is written to a temporary name, fsynced and renamed into place
+*before* its index line is appended, and each index line goes out in a single ``write()`` on an ``O_APPEND`` file
+descriptor. So a crash leaves at worst an image without an index line (invisible to readers) or a torn last line
+(counted as corrupt and skipped). The same single-write rule lets several processes append to one dataset at once.
+Readers never crash on bad entries: they skip and count them. See ``docs/dataset_format.md``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import JetracerError
+from .preprocess import check_frame
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "jetracer_trt.dataset"
+MANIFEST_NAME = "dataset.json"
+INDEX_NAME = "index.jsonl"
+IMAGES_DIR = "images"
+IMAGE_EXT = "jpg"
+# An O_APPEND write() of a regular file is not interleaved with other writers' writes on Linux local file systems;
+# keeping lines small also keeps them inside one page, which is what makes a torn line unlikely even on power loss.
+MAX_LINE_BYTES = 4096
+# Reading a badly damaged index must not flood the log: warn about the first lines, then only the summary.
+MAX_LINE_WARNINGS = 20
+_RESERVED_KEYS = ("image", "x", "y")
+_MANIFEST_TMP_PREFIX = "." + MANIFEST_NAME + "."
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled frame of a dataset; the image itself is read lazily with ``load_image(sample.image_path)``."""
+
+    image_path: Path  # absolute path to the JPEG
+    x: float  # road target, image coordinates in [-1, 1], x to the right
+    y: float  # y down
+    meta: dict  # every other key of the index line (track_seed, frame, randomized, steering, speed, ...)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Manifest and folder inspection, shared by the writer and the readers
+
+
+def _manifest(created: str | None = None) -> dict[str, Any]:
+    created = created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "created": created, "image_format": IMAGE_EXT}
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes a rename or a new file inside ``path`` durable; best effort (some file systems refuse dir fsync)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_manifest(root: Path) -> None:
+    """Writes the manifest atomically (temp file + fsync + rename) so a reader never sees half of it."""
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=_MANIFEST_TMP_PREFIX, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_manifest(), f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / MANIFEST_NAME)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(root)
+
+
+def _check_manifest(root: Path) -> None:
+    """Raises JetracerError unless ``root/dataset.json`` describes a dataset of format version 1."""
+    path = root / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise JetracerError(f"cannot read the dataset manifest {path}: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise JetracerError(f"{path} is not a jetracer_trt dataset manifest (expected \"format\": \"{FORMAT_NAME}\")")
+    version = manifest.get("version")
+    if version != FORMAT_VERSION:
+        raise JetracerError(
+            f"dataset {root} has format version {version!r}, but this jetracer_trt reads only version "
+            f"{FORMAT_VERSION}; use the jetracer_trt release that wrote it, or re-record the data"
+        )
+
+
+def _dataset_state(root: Path) -> str:
+    """'dataset' (manifest checked), 'index_only' (manifest lost) or 'none'; raises if ``root`` is not a folder."""
+    if not root.exists():
+        raise JetracerError(f"dataset folder {root} does not exist")
+    if not root.is_dir():
+        raise JetracerError(f"{root} is a file, not a dataset folder")
+    if (root / MANIFEST_NAME).exists():
+        _check_manifest(root)
+        return "dataset"
+    if (root / INDEX_NAME).exists():
+        return "index_only"
+    return "none"
+
+
+def _is_empty_for_creation(root: Path) -> bool:
+    """True if ``root`` holds nothing but leftovers of an interrupted manifest write, so we may create a dataset."""
+    return all(name.startswith(_MANIFEST_TMP_PREFIX) for name in os.listdir(root))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _check_label(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise JetracerError(f"label {name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise JetracerError(f"label {name}={value} is outside [-1, 1] (image coordinates of the road target)")
+    return value
+
+
+def _json_default(obj: Any) -> Any:
+    """Lets numpy scalars through as plain numbers: simulators hand over np.float32 steering values all the time."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _index_line(image: str, x: float, y: float, meta: dict[str, Any]) -> bytes:
+    clash = [key for key in _RESERVED_KEYS if key in meta]
+    if clash:
+        raise JetracerError(f"meta keys {clash} are reserved for the index itself; rename them")
+    record = {"image": image, "x": x, "y": y, **meta}
+    try:
+        text = json.dumps(record, allow_nan=False, ensure_ascii=True, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise JetracerError(f"sample meta must be JSON serialisable with finite numbers: {exc}") from None
+    line = (text + "\n").encode("ascii")
+    if len(line) > MAX_LINE_BYTES:
+        raise JetracerError(f"index line of {len(line)} bytes is over {MAX_LINE_BYTES}; store less meta per sample")
+    return line
+
+
+def _write_file_durably(path: Path, data: bytes) -> None:
+    """Writes ``data`` under a temporary name, fsyncs it, then renames: ``path`` is complete or absent, never torn."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class DatasetWriter:
+    """Appends samples to a format-v1 dataset, creating it if needed; safe against crashes and concurrent writers.
+
+    Every ``append`` fsyncs its image and its index line, so what was appended before a crash is kept.
+    """
+
+    def __init__(self, root: str | os.PathLike, jpeg_quality: int = 90):
+        if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
+            raise JetracerError(f"jpeg_quality must be an integer in 1..100, got {jpeg_quality!r}")
+        self.root = Path(root).absolute()
+        self.jpeg_quality = jpeg_quality
+        self._count = 0
+        self._fd: int | None = None
+        try:
+            self._prepare_root()
+            (self.root / IMAGES_DIR).mkdir(exist_ok=True)
+            self._fd = os.open(self.root / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._terminate_torn_line()
+        except OSError as exc:
+            self.close()
+            raise JetracerError(f"cannot write dataset {self.root}: {exc.strerror or exc}") from None
+        self._prefix = self._unused_prefix()
+        log.debug("writing to dataset %s with image prefix %s", self.root, self._prefix)
+
+    def _prepare_root(self) -> None:
+        """Creates the folder and manifest, or checks an existing dataset; refuses to write into unrelated folders."""
+        if self.root.exists() and not self.root.is_dir():
+            raise JetracerError(f"{self.root} is a file, not a dataset folder; choose another output path")
+        self.root.mkdir(parents=True, exist_ok=True)
+        state = _dataset_state(self.root)
+        if state == "index_only":
+            log.warning("dataset %s has an index but lost its %s; writing a new one", self.root, MANIFEST_NAME)
+            _write_manifest(self.root)
+        elif state == "none":
+            if not _is_empty_for_creation(self.root):
+                raise JetracerError(
+                    f"{self.root} is a folder with other files and no {MANIFEST_NAME}; "
+                    "write the dataset into a new or empty folder"
+                )
+            _write_manifest(self.root)
+
+    def _terminate_torn_line(self) -> None:
+        """If a crashed writer left a last line without newline, end it so our first line is not glued onto it."""
+        path = self.root / INDEX_NAME
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+        log.warning("%s ends with a torn line (an interrupted writer); it will be skipped as corrupt", path)
+        os.write(self._fd, b"\n")  # a blank line, should a concurrent writer have been mid-write, is ignored on read
+
+    def _unused_prefix(self) -> str:
+        """A random per-writer name prefix, so concurrent writers never pick the same image name."""
+        while True:
+            prefix = secrets.token_hex(4)
+            if not (self.root / IMAGES_DIR / f"{prefix}_{0:06d}.{IMAGE_EXT}").exists():
+                return prefix
+
+    @property
+    def count(self) -> int:
+        """Samples appended by this writer (not the dataset's total)."""
+        return self._count
+
+    def append(self, frame_rgb: np.ndarray, x: float, y: float, **meta: Any) -> None:
+        """Stores one RGB uint8 (H, W, 3) frame with its road target (x, y) in [-1, 1] and JSON-serialisable meta."""
+        if self._fd is None:
+            raise JetracerError("this DatasetWriter is closed")
+        check_frame(frame_rgb)
+        x, y = _check_label("x", x), _check_label("y", y)
+        name = f"{self._prefix}_{self._count:06d}.{IMAGE_EXT}"
+        line = _index_line(f"{IMAGES_DIR}/{name}", x, y, meta)  # validated before anything touches the disk
+        bgr = cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2BGR)
+        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        if not ok:
+            raise JetracerError(f"could not encode a {frame_rgb.shape} frame as JPEG")
+        try:
+            _write_file_durably(self.root / IMAGES_DIR / name, jpeg.tobytes())
+            written = os.write(self._fd, line)  # one write() of the whole line: never interleaved with other writers
+            if written != len(line):
+                raise OSError(f"short write to the index ({written} of {len(line)} bytes); is the disk full?")
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise JetracerError(f"cannot write to dataset {self.root}: {exc}") from None
+        self._count += 1
+
+    def close(self) -> None:
+        """Closes the index; also fsyncs the folders so the renamed images' names survive a power cut."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        os.close(fd)
+        _fsync_dir(self.root / IMAGES_DIR)
+        _fsync_dir(self.root)
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _label(record: dict, key: str) -> float | None:
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and -1.0 <= value <= 1.0 else None
+
+
+def _parse_line(root: Path, raw: bytes) -> tuple[Sample | None, str]:
+    """One index line -> (Sample, "") if usable, else (None, why it is corrupt)."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, "not valid JSON (truncated or garbage)"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    image = record.get("image")
+    if not isinstance(image, str) or not image:
+        return None, "no \"image\" path"
+    rel = os.path.normpath(image)
+    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
+        return None, f"image path {image!r} points outside the dataset"
+    x, y = _label(record, "x"), _label(record, "y")
+    if x is None or y is None:
+        return None, f"labels x={record.get('x')!r}, y={record.get('y')!r} missing, not finite or outside [-1, 1]"
+    path = root / rel
+    try:
+        if path.stat().st_size == 0:
+            return None, f"image {image} is empty"
+    except OSError:
+        return None, f"image {image} is missing"
+    meta = {key: value for key, value in record.items() if key not in _RESERVED_KEYS}
+    return Sample(image_path=path, x=x, y=y, meta=meta), ""
+
+
+def _read_index(root: Path) -> bytes:
+    path = root / INDEX_NAME
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise JetracerError(f"cannot read the dataset index {path}: {exc.strerror or exc}") from None
+
+
+def read_dataset(root: str | os.PathLike) -> tuple[list[Sample], int]:
+    """(usable samples in index order, number of corrupt entries); bad entries are skipped with a warning.
+
+    Raises JetracerError only when the dataset cannot be read at all. Images are checked for existence and non-zero
+    size but not decoded (that would take minutes on 100k samples); ``check_dataset(root, decode=True)`` does that.
+    """
+    root = Path(root).absolute()
+    state = _dataset_state(root)
+    if state == "none":
+        raise JetracerError(f"{root} is not a jetracer_trt dataset (no {MANIFEST_NAME} or {INDEX_NAME})")
+    if state == "index_only":
+        log.warning("dataset %s has no %s (lost?); reading %s as format version 1", root, MANIFEST_NAME, INDEX_NAME)
+    samples: list[Sample] = []
+    corrupt = 0
+    for number, raw in enumerate(_read_index(root).split(b"\n"), start=1):
+        if not raw.strip():
+            continue  # blank lines: the trailing newline's empty tail, or a writer ending a torn line
+        sample, why = _parse_line(root, raw)
+        if sample is not None:
+            samples.append(sample)
+            continue
+        corrupt += 1
+        if corrupt <= MAX_LINE_WARNINGS:
+            log.warning("%s line %d skipped: %s", root / INDEX_NAME, number, why)
+    if corrupt:
+        more = f" (only the first {MAX_LINE_WARNINGS} shown)" if corrupt > MAX_LINE_WARNINGS else ""
+        log.warning("dataset %s: %d corrupt entries skipped%s, %d samples usable", root, corrupt, more, len(samples))
+    return samples, corrupt
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads a dataset image as an RGB uint8 (H, W, 3) array; raises JetracerError if missing or undecodable."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise JetracerError(f"image file {path} does not exist") from None
+    except OSError as exc:
+        raise JetracerError(f"cannot read image file {path}: {exc.strerror or exc}") from None
+    bgr = None
+    if data.size:
+        try:
+            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        except cv2.error:
+            bgr = None
+    if bgr is None:
+        raise JetracerError(f"image file {path} cannot be decoded (empty, truncated or not a JPEG)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def check_dataset(root: str | os.PathLike, decode: bool = False) -> dict[str, int]:
+    """{"samples": usable, "corrupt": skipped}; with ``decode`` every image is also decoded (slow, but thorough)."""
+    samples, corrupt = read_dataset(root)
+    good = len(samples)
+    if decode:
+        for sample in samples:
+            try:
+                load_image(sample.image_path)
+            except JetracerError as exc:
+                log.warning("%s", exc)
+                good -= 1
+                corrupt += 1
+    return {"samples": good, "corrupt": corrupt}

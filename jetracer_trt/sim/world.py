@@ -1,0 +1,135 @@
+"""One simulated run: a track, a car, its camera, the road-target label, and the run's metrics.
+
+The caller drives the loop (see ``runner.py``): ``observe()`` renders the current camera frame, ``label()`` gives the
+expert's road target for it, and ``step(steering, throttle)`` advances one camera period. Off-track means the car's
+centre is further from the centreline than half the road width; the car is then put back on the road, facing along
+it, and the run goes on.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import load_config
+from .appearance import sample_appearance
+from .camera import CameraModel, image_to_label
+from .car import BicycleCar, CarState
+from .render import Renderer
+from .track import generate_track
+
+
+@dataclass
+class RunStats:
+    progress_m: float = 0.0
+    off_track_events: int = 0
+    frames: int = 0
+    abs_cte: list = field(default_factory=list)
+    speeds: list = field(default_factory=list)
+    path: list = field(default_factory=list)  # (x, y, cte) of the car centre per frame, for plots
+
+
+class SimWorld:
+    def __init__(self, track_seed: int, randomize: bool = False, run_seed: int = 0, cfg: dict | None = None):
+        self.cfg = cfg or load_config("sim")
+        self.track = generate_track(track_seed, self.cfg["track"])
+        self.randomize = bool(randomize)
+        self.rng = np.random.default_rng([int(track_seed), int(run_seed), int(randomize), 0x51])
+        self.look = sample_appearance(self.rng, randomize)
+        base = CameraModel.from_config(self.cfg["camera"])
+        camera = base.with_mount(
+            height_m=base.height_m * self.look.camera_height_scale,
+            pitch_deg=base.pitch_deg + self.look.camera_pitch_offset_deg,
+            yaw_deg=self.look.camera_yaw_deg,
+            roll_deg=self.look.camera_roll_deg,
+        )
+        self.renderer = Renderer(self.track, camera, self.look, self.cfg, self.rng)
+        self.rate_hz = float(self.cfg["rate_hz"])
+        self.substeps = int(self.cfg["physics_substeps"])
+        self.lookahead = float(self.cfg["expert"]["lookahead_m"])
+        self.car = BicycleCar(self.cfg["car"])
+        self.stats = RunStats()
+        self._index = 0
+        self._variant = 0
+        self._place_on_road(0, speed=0.0)
+
+    # -- geometry -------------------------------------------------------------------------------------------------
+    def _place_on_road(self, index: int, speed: float) -> None:
+        """Puts the car's centre on the centreline at ``index``, facing along the road, wheels straight."""
+        t = self.track.tangents[index]
+        yaw = math.atan2(t[1], t[0])
+        half = self.car.wheelbase / 2
+        px, py = self.track.points[index]
+        self.car.state = CarState(px - half * math.cos(yaw), py - half * math.sin(yaw), yaw, speed, 0.0)
+        self._index = index
+
+    def cross_track_error(self) -> float:
+        self._index, cte = self.track.project(np.asarray(self.car.centre()), hint=self._index)
+        return cte
+
+    def target_point(self) -> np.ndarray:
+        """The road target in the world: the centreline point ``lookahead_m`` ahead of the car."""
+        return self.track.points[self.track.ahead(self._index, self.lookahead)]
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+    def observe(self) -> np.ndarray:
+        """The camera frame now (RGB uint8, reused buffer): geometry, then the run's camera effects."""
+        self._variant = int(self.rng.integers(len(self.renderer.cameras)))
+        s = self.car.state
+        frame = self.renderer.render(s.x, s.y, s.yaw, self._variant)
+        if self.randomize:
+            frame = self.renderer.camera_effects(frame, self.rng)
+        return frame
+
+    def label(self) -> tuple[float, float]:
+        """The expert label of the last observed frame: where the road target appears in it, in [-1, 1]."""
+        s = self.car.state
+        dx, dy = self.target_point() - (s.x, s.y)
+        c, sn = math.cos(s.yaw), math.sin(s.yaw)
+        local = np.array([[c * dx + sn * dy, -sn * dx + c * dy, 0.0]])
+        camera = self.renderer.cameras[self._variant]
+        uv = camera.project(local)
+        if (local[0, 0] - camera.forward_m) <= 0.02:  # target beside or behind the lens: full lock towards it
+            uv[0, 0] = camera.width if local[0, 1] < 0 else 0.0
+        x, y = image_to_label(uv, camera.width, camera.height)[0]
+        return float(x), float(y)
+
+    def step(self, steering: float, throttle: float) -> None:
+        """Applies a command for one camera period, then scores the new state."""
+        dt = 1.0 / (self.rate_hz * self.substeps)
+        for _ in range(self.substeps):
+            self.car.step(steering, throttle, dt)
+        before = self._index
+        cte = self.cross_track_error()
+        n = len(self.track.points)
+        delta = (self._index - before + n // 2) % n - n // 2
+        st = self.stats
+        st.progress_m += delta * self.track.spacing
+        st.frames += 1
+        st.abs_cte.append(abs(cte))
+        st.speeds.append(self.car.state.speed)
+        cx, cy = self.car.centre()
+        st.path.append((cx, cy, cte))
+        if abs(cte) > self.track.widths[self._index] / 2:
+            st.off_track_events += 1
+            self._place_on_road(self._index, speed=self.car.state.speed)
+
+    @property
+    def laps_completed(self) -> int:
+        return max(0, int(self.stats.progress_m // self.track.length))
+
+    @property
+    def time_s(self) -> float:
+        return self.stats.frames / self.rate_hz
+
+    def metrics(self) -> dict:
+        st = self.stats
+        return {
+            "laps_completed": self.laps_completed,
+            "off_track_events": st.off_track_events,
+            "mean_abs_cte_m": float(np.mean(st.abs_cte)) if st.abs_cte else 0.0,
+            "max_abs_cte_m": float(np.max(st.abs_cte)) if st.abs_cte else 0.0,
+            "mean_speed_mps": float(np.mean(st.speeds)) if st.speeds else 0.0,
+            "frames": st.frames,
+        }

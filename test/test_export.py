@@ -1,0 +1,190 @@
+"""ONNX export: verified against PyTorch, FP16-stored weights, names and dynamic batch, and refusals that write nothing.
+
+Uses a freshly initialised ResNet18 saved like train's best.pt and a tiny dataset for --frames, so nothing here
+depends on the simulator or on trained weights.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from jetracer_trt import export as export_mod  # noqa: E402
+from jetracer_trt.cli import export as export_cli  # noqa: E402
+from jetracer_trt.dataset import DatasetWriter  # noqa: E402
+from jetracer_trt.engines import create_engine  # noqa: E402
+from jetracer_trt.errors import JetracerError  # noqa: E402
+from jetracer_trt.model import build_model, load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
+from jetracer_trt.preprocess import Preprocessor  # noqa: E402
+
+
+def run_cli(argv: list[str]) -> int:
+    """The ``export`` verb as ``jetracer-trt export`` runs it."""
+    parser = argparse.ArgumentParser()
+    export_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["export", *argv])
+    return args.func(args)
+
+
+def _smooth_frame(rng: np.random.Generator) -> np.ndarray:
+    """Camera-like: a low-frequency pattern upsampled, plus a little noise (not pure noise, which no camera sees)."""
+    import cv2
+
+    small = rng.integers(0, 256, (7, 7, 3), dtype=np.uint8)
+    frame = cv2.resize(small, (224, 224), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    return np.clip(frame + rng.integers(-10, 11, frame.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def frames_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("frames") / "d"
+    rng = np.random.default_rng(0)
+    with DatasetWriter(root) as writer:
+        for _ in range(16):
+            writer.append(_smooth_frame(rng), float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1)))
+    return root
+
+
+def _checkpoint(path: Path, *, outputs: int = 2, half: bool = True, seed: int = 0, **meta) -> Path:
+    torch.manual_seed(seed)
+    model = build_model(weights="none", num_outputs=outputs)
+    save_checkpoint(make_checkpoint(model, half=half, kind="best" if half else "last", epoch=1, **meta), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def best_pt(tmp_path_factory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, best_pt, frames_dir) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert run_cli(["--checkpoint", str(best_pt), "--out", str(out), "--frames", str(frames_dir)]) == 0
+    return out
+
+
+def test_export_names_dynamic_batch_and_fp16_storage(exported, capsys):
+    proto = onnx.load(str(exported))
+    onnx.checker.check_model(proto)
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    assert inp.name == "image" and out.name == "target"
+    in_dims = inp.type.tensor_type.shape.dim
+    out_dims = out.type.tensor_type.shape.dim
+    assert in_dims[0].dim_param and not in_dims[0].HasField("dim_value")  # dynamic batch
+    assert [d.dim_value for d in in_dims[1:]] == [3, 224, 224]
+    assert out_dims[0].dim_param and out_dims[1].dim_value == 2
+    types = [init.data_type for init in proto.graph.initializer]
+    fp16 = types.count(onnx.TensorProto.FLOAT16)
+    assert fp16 >= 0.9 * len(types)
+    assert sum(node.op_type == "Cast" for node in proto.graph.node) == fp16
+    assert exported.stat().st_size < 24e6  # about half of the ~45 MB FP32 export
+    assert not [p for p in exported.parent.iterdir() if p.name != exported.name]  # no temp file left
+
+
+def test_exported_model_matches_torch_with_batch_8(exported, best_pt, frames_dir):
+    from jetracer_trt.dataset import load_image, read_dataset
+
+    model, _ = load_checkpoint(best_pt)
+    frames = [load_image(s.image_path) for s in read_dataset(frames_dir)[0][:8]]
+    pre = Preprocessor()
+    batch = np.concatenate([pre(f).copy() for f in frames])
+    with torch.inference_mode():
+        reference = model(torch.from_numpy(batch)).numpy()
+
+    engine = create_engine("onnxruntime", exported, providers=["CPUExecutionProvider"])
+    got = engine.session.run(None, {"image": batch})[0]
+    assert got.shape == (8, 2)
+    assert np.abs(got - reference).max() <= 1e-4
+    single = engine.infer(frames[3])  # the runtime's per-frame path
+    assert single.shape == (2,) and np.abs(single - reference[3]).max() <= 1e-4
+
+
+def test_corrupt_checkpoint_writes_nothing(tmp_path, best_pt, frames_dir):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(best_pt.read_bytes()[: 100_000])  # truncated
+    out = tmp_path / "out" / "m.onnx"
+    with pytest.raises(JetracerError, match="not a readable PyTorch checkpoint"):
+        run_cli(["--checkpoint", str(bad), "--out", str(out), "--frames", str(frames_dir)])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(JetracerError, match="not a readable PyTorch checkpoint"):
+        run_cli(["--checkpoint", str(garbage), "--out", str(out), "--frames", str(frames_dir)])
+    with pytest.raises(JetracerError, match="not found"):
+        run_cli(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out), "--frames", str(frames_dir)])
+    assert not out.exists()
+
+
+def test_wrong_head_or_architecture_is_refused(tmp_path, frames_dir):
+    out = tmp_path / "m.onnx"
+    three = _checkpoint(tmp_path / "three.pt", outputs=3)
+    with pytest.raises(JetracerError, match="head with 3 outputs.*needs 2"):
+        export_mod.export_onnx(three, out, frames_dir=frames_dir)
+    other = tmp_path / "other.pt"
+    checkpoint = torch.load(_checkpoint(tmp_path / "tmp.pt"), weights_only=True)
+    checkpoint["architecture"] = "resnet34"
+    torch.save(checkpoint, other)
+    with pytest.raises(JetracerError, match="resnet34"):
+        export_mod.export_onnx(other, out, frames_dir=frames_dir)
+    assert not out.exists()
+
+
+def test_failed_verification_writes_nothing_and_names_the_output(tmp_path, best_pt, frames_dir, monkeypatch):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"previous model")
+    real_reference = export_mod.torch_reference
+
+    def perturbed(model, batch):
+        result = real_reference(model, batch)
+        result[:, 0] += 1e-3  # x off by 10x the tolerance, y untouched
+        return result
+
+    monkeypatch.setattr(export_mod, "torch_reference", perturbed)
+    with pytest.raises(JetracerError) as info:
+        export_mod.export_onnx(best_pt, out, frames_dir=frames_dir)
+    message = str(info.value)
+    assert "max abs difference x 0.001" in message and "not written" in message
+    y_error = float(message.split(", y ")[1].split()[0])
+    assert y_error <= 1e-4
+    assert out.read_bytes() == b"previous model"  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # and no temp file is left
+
+
+def test_bare_state_dict_and_fp32_checkpoint_load(tmp_path):
+    torch.manual_seed(1)
+    model = build_model(weights="none")
+    torch.save(model.state_dict(), tmp_path / "bare.pth")  # what the original JetRacer notebooks saved
+    loaded, data = load_checkpoint(tmp_path / "bare.pth")
+    assert data["architecture"] == "resnet18"
+    assert torch.equal(loaded.fc.weight, model.fc.weight)
+    fp32 = _checkpoint(tmp_path / "last.pt", half=False, seed=1)
+    loaded, data = load_checkpoint(fp32)
+    assert data["weights_dtype"] == "float32" and torch.equal(loaded.fc.weight, model.fc.weight)
+
+
+def test_fp16_storage_is_lossless():
+    from onnx import helper, numpy_helper
+
+    exact = np.array([0.5, -2.0, 1024.0, 0.0], dtype=np.float32)
+    inexact = np.array([0.1, 1.0], dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"])], "g",
+        [], [helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(exact[:2], "a"), numpy_helper.from_array(inexact, "b")],
+    )
+    proto = helper.make_model(graph)
+    assert export_mod.store_fp16_initializers(proto) == (1, 1)
+    inits = {i.name: i for i in proto.graph.initializer}
+    assert inits["a" + export_mod.FP16_SUFFIX].data_type == onnx.TensorProto.FLOAT16
+    assert inits["b"].data_type == onnx.TensorProto.FLOAT
+    assert proto.graph.node[0].op_type == "Cast" and proto.graph.node[0].output[0] == "a"
+    onnx.checker.check_model(proto)
+
+
+def test_cli_default_opset_matches_core():
+    assert export_cli.DEFAULT_OPSET == export_mod.DEFAULT_OPSET == 17
