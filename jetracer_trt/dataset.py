@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import cv2
 import numpy as np
 
 from .errors import JetracerError
+from .fileio import atomic_write_bytes
 from .preprocess import check_frame
 
 log = logging.getLogger(__name__)
@@ -83,20 +83,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_manifest(root: Path) -> None:
     """Writes the manifest atomically (temp file + fsync + rename) so a reader never sees half of it."""
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=_MANIFEST_TMP_PREFIX, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_manifest(), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / MANIFEST_NAME)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(root / MANIFEST_NAME, (json.dumps(_manifest(), indent=2) + "\n").encode(), fsync=True)
     _fsync_dir(root)
 
 
@@ -173,19 +160,7 @@ def _index_line(image: str, x: float, y: float, meta: dict[str, Any]) -> bytes:
 
 def _write_file_durably(path: Path, data: bytes) -> None:
     """Writes ``data`` under a temporary name, fsyncs it, then renames: ``path`` is complete or absent, never torn."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(path, data, fsync=True)
 
 
 class DatasetWriter:

@@ -38,6 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 from . import __version__
 from .config import load_config
 from .errors import JetracerError
+from .fileio import atomic_path
 from .model import load_checkpoint
 from .preprocess import Preprocessor
 
@@ -290,8 +291,7 @@ def export_onnx(
     except onnx.checker.ValidationError as exc:
         raise JetracerError(f"the exported ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # beside OUT: same file system, so the rename is atomic
-    try:
+    with atomic_path(out) as tmp:  # OUT appears only once verified
         try:
             onnx.save_model(proto, tmp)
         except OSError as exc:
@@ -304,13 +304,6 @@ def export_onnx(
                 f"(tolerance {tolerance:g}); {out} was not written"
             )
         size = tmp.stat().st_size
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
     log.info("ONNX Runtime matches PyTorch on %d frames: max abs difference %s", len(frames), report)
     return ExportResult(
         path=out, size_bytes=size, max_abs_diff=diffs, frames=len(frames), opset=opset,

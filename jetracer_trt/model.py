@@ -30,6 +30,7 @@ import torchvision
 
 from .config import load_config
 from .errors import JetracerError
+from .fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +140,11 @@ def make_checkpoint(model: torch.nn.Module, *, half: bool, **metadata: Any) -> d
 def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Writes ``checkpoint`` atomically (temp file beside it, then rename): a crash never leaves a torn file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(dict(checkpoint), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(dict(checkpoint), tmp)
     except OSError as exc:
-        _unlink_quietly(tmp)
         raise JetracerError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
     return path
 
 
@@ -227,10 +223,3 @@ def _error_summary(exc: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = lines[0] if lines else type(exc).__name__
     return first.split(". ", 1)[0][:200]  # the first sentence; torch's go on with advice meant for its developers
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass

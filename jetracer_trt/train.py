@@ -21,6 +21,7 @@ continues the same way an uninterrupted one would (up to GPU non-determinism).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from .config import load_config
 from .dataset import Sample, load_image, read_dataset
 from .errors import JetracerError
+from .fileio import atomic_write_bytes
 from .model import build_model, imagenet_weights_path, make_checkpoint, model_contract, read_checkpoint, save_checkpoint
 from .preprocess import normalize_batch_torch
 
@@ -480,15 +482,9 @@ def prepare_run_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data)
     except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         raise JetracerError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
@@ -528,16 +524,9 @@ def write_loss_plot(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     ax_mae.legend()
     ax_mae.grid(True, alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise JetracerError(f"cannot write {path}: {exc.strerror or exc}") from None
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    _atomic_write_bytes(path, buffer.getvalue())
 
 
 def _rng_states() -> dict[str, Any]:

@@ -64,10 +64,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..control import ControlParams
     from ..engines import create_engine
     from ..sim import SimWorld, drive
-    from ..sim.visualize import RunVideo, plot_run
+    from ..sim.visualize import RunVideo, ensure_parent_dir, plot_run
 
     if args.laps < 1:
         raise JetracerError("--laps must be at least 1")
+    if args.plot:  # fail before driving, not after
+        ensure_parent_dir(args.plot)
     model = args.model or default_model_path()
     engine = create_engine(args.backend, model, threads=args.threads)
     engine.warmup()

@@ -10,7 +10,8 @@ from ..errors import JetracerError
 from .world import SimWorld
 
 
-def _writable(path: str | Path) -> Path:
+def ensure_parent_dir(path: str | Path) -> Path:
+    """Creates the folder of an output file, or raises JetracerError saying why it cannot."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,7 +28,7 @@ def plot_run(world: SimWorld, path: str | Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
-    path = _writable(path)
+    path = ensure_parent_dir(path)
     track = world.track
     fig, ax = plt.subplots(figsize=(7, 7))
     for side in (1, -1):
@@ -62,7 +63,7 @@ class RunVideo:
     """Writes the camera view, 2x enlarged, with the predicted road target drawn on it."""
 
     def __init__(self, path: str | Path, fps: float, size: int = 448):
-        self.path = _writable(path)
+        self.path = ensure_parent_dir(path)
         self.size = size
         self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
         if not self.writer.isOpened():

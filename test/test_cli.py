@@ -1,0 +1,74 @@
+"""The command line as a user meets it: help, the main job's JSON, and one-line errors for bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jetracer_trt.cli.main import main
+
+
+def run_cli(*argv):
+    return subprocess.run([sys.executable, "-m", "jetracer_trt.cli.main", *argv], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_lists_every_verb(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for verb in ("sim", "data", "train", "export"):
+        assert verb in out
+
+
+def test_sim_eval_json_is_one_object_and_the_shipped_model_drives_a_clean_lap(tmp_path):
+    result = run_cli("sim", "eval", "--track-seed", "1003", "--laps", "1", "--json", "--plot", str(tmp_path / "p.png"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    metrics = json.loads(lines[0])
+    assert set(metrics) == {"laps_completed", "off_track_events", "mean_abs_cte_m", "max_abs_cte_m",
+                            "mean_speed_mps", "frames", "inference_ms"}
+    assert set(metrics["inference_ms"]) == {"p50", "p99"}
+    assert metrics["laps_completed"] == 1 and metrics["off_track_events"] == 0
+    assert metrics["mean_speed_mps"] >= 1.0
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_sim_eval_video_records_the_camera_view(tmp_path):
+    import cv2
+
+    from jetracer_trt.cli.sim import run_eval
+    from jetracer_trt.cli.main import build_parser
+
+    args = build_parser().parse_args(["sim", "eval", "--track-seed", "4", "--laps", "1", "--json",
+                                      "--video", str(tmp_path / "v.mp4")])
+    assert run_eval(args) == 0
+    cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) > 100
+    ok, frame = cap.read()
+    assert ok and frame.shape == (448, 448, 3)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sim", "eval", "--model", "/nonexistent/model.onnx"], "model file not found"),
+    (["sim", "eval", "--laps", "0"], "--laps"),
+    (["sim", "eval", "--track-seed", "-4"], "track seed"),
+    (["sim", "collect", "--out", "{tmp}/d", "--frames", "5", "--seeds", "3-x"], "bad seed list"),
+    (["sim", "collect", "--out", "{tmp}/d", "--frames", "5", "--seeds", "1000-1002"], "reserved for evaluation"),
+    (["sim", "collect", "--out", "{tmp}/file/d", "--frames", "5"], "cannot"),
+    (["data", "check", "{tmp}/nothing"], "error"),
+])
+def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, argv, message):
+    (tmp_path / "file").write_text("a file, not a folder")
+    result = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and message in err[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_plot_folder_is_reported_before_driving(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run_cli("sim", "eval", "--laps", "1", "--plot", str(tmp_path / "file" / "p.png"))
+    assert result.returncode == 2 and "error: " in result.stderr

@@ -1,0 +1,76 @@
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from jetracer_trt.config import default_model_path, load_config
+from jetracer_trt.engines import create_engine
+from jetracer_trt.errors import JetracerError
+from jetracer_trt.preprocess import Preprocessor
+
+
+def tiny_model(path, hw=(224, 224), outputs=2):
+    """image [N,3,H,W] -> mean over pixels -> first `outputs` channels (a model with a chosen I/O contract)."""
+    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["target"])]
+    inits = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("starts", 0), ("ends", outputs), ("axes", 1))]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *hw])],
+        [helper.make_tensor_value_info("target", TensorProto.FLOAT, ["N", outputs])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_preprocessor_matches_the_formula_and_reuses_its_buffer():
+    cfg = load_config("model")
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    pre = Preprocessor()
+    out = pre(frame)
+    expected = ((frame / 255.0 - cfg["mean"]) / cfg["std"]).transpose(2, 0, 1)[None].astype(np.float32)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert pre(frame) is out  # no per-frame allocation of the output
+    small = pre(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))  # other sizes are resized
+    assert small.shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((224, 224), np.uint8), np.zeros((224, 224, 3), np.float32),
+                                 np.zeros((0, 224, 3), np.uint8), "not an image"])
+def test_preprocessor_rejects_malformed_frames(bad):
+    with pytest.raises(JetracerError):
+        Preprocessor()(bad)
+
+
+def test_onnxruntime_engine_runs_the_shipped_model():
+    engine = create_engine("onnxruntime", default_model_path())
+    engine.warmup()
+    out = engine.infer(np.full((224, 224, 3), 128, np.uint8))
+    assert out.shape == (2,) and np.all(np.abs(out) <= 1.5)
+    assert engine.last_model_ms > 0
+
+
+def test_engine_output_is_the_model_applied_to_the_shared_preprocessing(tmp_path):
+    engine = create_engine("onnxruntime", tiny_model(tmp_path / "tiny.onnx"))
+    frame = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    expected = Preprocessor()(frame)[0].mean(axis=(1, 2))[:2]
+    np.testing.assert_allclose(engine.infer(frame), expected, atol=1e-5)
+
+
+def test_wrong_input_or_output_shape_is_a_clear_error(tmp_path):
+    with pytest.raises(JetracerError, match=r"expected one input of shape \[N, 3, 224, 224\]"):
+        create_engine("onnxruntime", tiny_model(tmp_path / "in.onnx", hw=(64, 64)))
+    with pytest.raises(JetracerError, match=r"expected one output of shape \[N, 2\]"):
+        create_engine("onnxruntime", tiny_model(tmp_path / "out.onnx", outputs=3))
+
+
+def test_missing_corrupt_model_and_unknown_backend(tmp_path):
+    with pytest.raises(JetracerError, match="not found"):
+        create_engine("onnxruntime", tmp_path / "missing.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(JetracerError, match="cannot load ONNX model"):
+        create_engine("onnxruntime", tmp_path / "bad.onnx")
+    with pytest.raises(JetracerError, match="unknown inference backend"):
+        create_engine("tensorflow", tmp_path / "bad.onnx")
