@@ -3,7 +3,7 @@
 # simulator data on track seeds 0-899, training, export, and a closed-loop check on held-out seeds 900-909.
 # Made for one CUDA GPU and many cores; every step is resumable (re-run the script and finished steps are skipped).
 #   usage: scripts/train_road_following.sh [RUN_DIR]      (default runs/road_following)
-#   env:   PLAIN_FRAMES RANDOM_FRAMES EPOCHS BATCH WORKERS  (defaults below), PYTHON (default python3)
+#   env:   PLAIN_FRAMES RANDOM_FRAMES EPOCHS BATCH WORKERS EPISODE_FRAMES  (defaults below), PYTHON (default python3)
 set -euo pipefail
 RUN=${1:-runs/road_following}
 PYTHON=${PYTHON:-python3}
@@ -12,6 +12,7 @@ PLAIN_FRAMES=${PLAIN_FRAMES:-40000}
 RANDOM_FRAMES=${RANDOM_FRAMES:-110000}
 EPOCHS=${EPOCHS:-12}
 BATCH=${BATCH:-256}
+EPISODE_FRAMES=${EPISODE_FRAMES:-150}   # shorter episodes visit more tracks
 cli() { "$PYTHON" -m jetracer_trt.cli.main "$@"; }
 have() { [ -d "$1" ] && cli data check "$1" --json 2>/dev/null | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["samples"])' || echo 0; }
 
@@ -19,7 +20,7 @@ collect_up_to() {  # DIR FRAMES [--randomize]
   local dir=$1 want=$2; shift 2
   local n; n=$(have "$dir")
   if [ "$n" -lt "$want" ]; then
-    cli sim collect --out "$dir" --frames $((want - n)) --seeds 0-899 --workers "$WORKERS" "$@"
+    cli sim collect --out "$dir" --frames $((want - n)) --seeds 0-899 --episode-frames "$EPISODE_FRAMES" --workers "$WORKERS" "$@"
   fi
 }
 collect_up_to "$RUN/data-plain" "$PLAIN_FRAMES"

@@ -178,3 +178,15 @@ def test_collect_in_parallel_workers(tmp_path):
 
     assert collect(tmp_path / "d", [0, 1, 2], frames=60, randomize=True, episode_frames=20, workers=2) == 60
     assert len(read_dataset(tmp_path / "d")[0]) == 60
+
+
+def test_some_tracks_have_hairpins_within_the_turning_radius():
+    hairpins = 0
+    for seed in range(20):
+        track = generate_track(seed, CFG["track"])
+        heading = np.unwrap(np.arctan2(track.tangents[:, 1], track.tangents[:, 0]))
+        window = int(3.5 / track.spacing)  # a 180-degree turn of radius 0.75-1.1 m fits in 3.5 m of road
+        turned = np.abs(heading[window:] - heading[:-window]).max()
+        hairpins += turned > np.radians(150)
+        assert np.abs(track.curvature).max() <= 1.1 / CFG["track"]["min_turn_radius_m"]
+    assert hairpins >= 3

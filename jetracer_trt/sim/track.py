@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import JetracerError
 
 MAX_ATTEMPTS = 200
+SHAPING_SPACING = 0.05  # metres between vertices while corners are rounded
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,52 @@ def _frame(points: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray, 
     return tangents, normals, curvature
 
 
+def _turning_curvature(points: np.ndarray) -> np.ndarray:
+    """Curvature at each vertex of a closed polyline: turning angle over the mean length of its two edges."""
+    prev_edge = points - np.roll(points, 1, axis=0)
+    next_edge = np.roll(points, -1, axis=0) - points
+    cross = prev_edge[:, 0] * next_edge[:, 1] - prev_edge[:, 1] * next_edge[:, 0]
+    dot = np.einsum("ij,ij->i", prev_edge, next_edge)
+    mean_len = 0.5 * (np.linalg.norm(prev_edge, axis=1) + np.linalg.norm(next_edge, axis=1))
+    return np.arctan2(cross, dot) / mean_len
+
+
+def _round_tight_corners(points: np.ndarray, min_radius: float, iterations: int = 400) -> np.ndarray:
+    """Rounds off the few places tighter than ``min_radius`` (where a hairpin joins the loop) by local Laplacian
+    smoothing of just those stretches; the rest of the shape is untouched. Scaling the whole track instead would
+    flatten every other feature."""
+    limit = 0.95 / min_radius
+    window = np.ones(9, dtype=bool)
+    for iteration in range(iterations):
+        tight = np.abs(_turning_curvature(points)) > limit
+        if not tight.any():
+            break
+        mask = np.convolve(np.concatenate([tight[-4:], tight, tight[:4]]), window, mode="valid") > 0
+        neighbours = 0.5 * (np.roll(points, 1, axis=0) + np.roll(points, -1, axis=0))
+        points = np.where(mask[:, None], 0.5 * points + 0.5 * neighbours, points)
+        if iteration % 25 == 24:
+            points = _resample(points, SHAPING_SPACING)
+    return points
+
+
+def _hairpin(at: np.ndarray, angle: float, cfg: dict, rng: np.random.Generator) -> list[np.ndarray]:
+    """Control points of a finger that leaves the loop at ``at``, runs out, turns 180 degrees and comes back.
+
+    The turn is a semicircle of control points every 30 degrees (a cubic B-spline through them keeps ~95% of the
+    radius), the legs are straight, and the legs flare at the base so that entering the finger is a curve, not a
+    corner. The finger points outwards or inwards at random.
+    """
+    radius = rng.uniform(*cfg["hairpin_radius_m"])
+    length = rng.uniform(*cfg["hairpin_length_m"])
+    out = np.array([np.cos(angle), np.sin(angle)]) * (1 if rng.random() < 0.6 else -1)
+    along = np.array([-np.sin(angle), np.cos(angle)])  # direction of travel along the loop here
+    flare = radius + 0.3
+    tip = at + out * length
+    turn = [tip + radius * (np.cos(phi) * along + np.sin(phi) * out) for phi in np.linspace(np.pi, 0, 7)]
+    return ([at - along * flare, at - along * radius + out * 0.4 * length] + turn
+            + [at + along * radius + out * 0.4 * length, at + along * flare])
+
+
 def _clearance_ok(points: np.ndarray, spacing: float, min_distance: float, max_width: float) -> bool:
     """True when parts of the road that are far apart along the track are also far apart on the floor."""
     step = max(1, int(0.1 / spacing))
@@ -116,16 +163,26 @@ def generate_track(seed: int, cfg: dict) -> Track:
         notches = rng.random(n) < cfg["notch_probability"]
         radii[notches] = outer * rng.uniform(*cfg["notch_ratio"], int(notches.sum()))
         control = np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+        hairpin_at = int(rng.integers(n)) if rng.random() < cfg["hairpin_probability"] else -1
         # a straight: two extra control points on an edge make four collinear ones, a straight spline piece
         expanded = []
         for i in range(n):
             a, b = control[i], control[(i + 1) % n]
-            expanded.append(a)
+            if i == hairpin_at:
+                expanded += _hairpin(a, angles[i], cfg, rng)
+            else:
+                expanded.append(a)
             if rng.random() < cfg["straight_probability"]:
                 expanded += [a + (b - a) / 3, a + 2 * (b - a) / 3]
         if rng.random() < 0.5:  # drive clockwise half of the time, so left and right curves are balanced
             expanded = expanded[::-1]
-        points = _resample(_periodic_bspline(np.array(expanded), 64), spacing)
+        points = _resample(_periodic_bspline(np.array(expanded), 64), SHAPING_SPACING)
+        if hairpin_at >= 0:  # round the corners where the finger leaves the loop, unless that reshapes the track
+            rounded = _round_tight_corners(points, cfg["min_turn_radius_m"])
+            if len(rounded) < 0.93 * len(points):
+                continue
+            points = rounded
+        points = _resample(points, spacing)
         _, _, curvature = _frame(points, spacing)
         # scale up until the tightest curve is drivable; a draw that needs much scaling has its features flattened
         scale = max(1.0, float(np.max(np.abs(curvature))) * cfg["min_turn_radius_m"] * 1.03)
