@@ -4,6 +4,10 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "jetracer_trt"
+ROS_WHEELS = ["ros-kilted-rclpy[fastrtps]"] + [
+    f"ros-kilted-{name}" for name in ("sensor-msgs", "std-msgs", "geometry-msgs", "diagnostic-msgs",
+                                      "rosgraph-msgs", "builtin-interfaces")
+]
 
 setup(
     name=PACKAGE,
@@ -16,7 +20,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py") + glob("launch/*.service")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.pt") + glob("models/*.md")),
     ],
@@ -25,13 +29,19 @@ setup(
     extras_require={
         "plot": ["matplotlib"],
         "train": ["torch", "torchvision", "onnx", "matplotlib"],
-        "test": ["pytest", "torch", "torchvision", "onnx", "matplotlib"],
+        # ROS 2 (Kilted) client library and message packages as wheels: the graph without a ROS 2 install
+        "ros": ROS_WHEELS,
+        "test": ["pytest", "torch", "torchvision", "onnx", "matplotlib"] + ROS_WHEELS,
     },
     zip_safe=True,
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "jetracer-trt = jetracer_trt.cli.main:main",
+            "sim_node = jetracer_trt.nodes.sim_node:main",
+            "inference_node = jetracer_trt.nodes.inference_node:main",
+            "control_node = jetracer_trt.nodes.control_node:main",
+            "camera_node = jetracer_trt.nodes.camera_node:main",
         ],
     },
 )

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import JetracerError
 
-VERB_MODULES = ("sim", "data", "train", "export")
+VERB_MODULES = ("sim", "launch", "calibrate", "data", "train", "export")
 
 DESCRIPTION = """\
 Self-driving JetRacer-style car: a ResNet18 looks at the camera frame and predicts the point on the road to steer

@@ -1,0 +1,95 @@
+"""Camera frames as sensor_msgs/Image (rgb8), stamped at capture, with the real rate on /diagnostics.
+
+Sources: csi (Jetson CSI camera), v4l2 (USB), video (a file), folder (images); defaults in config/camera.yaml.
+A capture thread reads the (reconnecting) source and publishes each frame with latest-only QoS; a camera that
+disappears is reopened with backoff, never a crash.
+"""
+from __future__ import annotations
+
+import threading
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from ..camera import EndOfStream, FrameTransform, RateMeter, ReconnectingSource, create_source
+from ..config import load_config
+from .common import LATEST_ONLY, declare, diagnostics, main_for
+from .image_msg import rgb_to_image
+
+PATH_KEY = {"v4l2": "device", "video": "path", "folder": "path"}  # what the `device` parameter means per source
+
+
+class CameraNode(Node):
+    def __init__(self):
+        super().__init__("camera")
+        cfg = load_config("camera")
+        kind = declare(self, "source", str(cfg["source"]), "csi, v4l2, video or folder", read_only=True)
+        device = declare(self, "device", "", "v4l2 device (/dev/video0), video file or image folder", read_only=True)
+        fps = declare(self, "fps", -1.0, "frame rate for video/folder/csi/v4l2 (-1: the configured default)", -1.0, 240.0)
+        loop = declare(self, "loop", True, "video and folder sources start again at the end")
+        self.frame_id = declare(self, "frame_id", str(cfg["frame_id"]), "frame_id of the published images")
+        crop = declare(self, "crop", [0], "crop x, y, width, height before resizing ([0]: no crop)", read_only=True)
+        resize = declare(self, "resize", [0], "resize to width, height ([0]: as captured)", read_only=True)
+        params = {}
+        if device and kind in PATH_KEY:
+            params[PATH_KEY[kind]] = device
+        if fps >= 0:
+            params["fps"] = fps
+        if kind in ("video", "folder"):
+            params["loop"] = loop
+        self.source = ReconnectingSource(lambda: create_source(kind, **params), sleep=self._sleep)
+        self.transform = FrameTransform(crop=None if list(crop) == [0] else list(crop),
+                                        resize=None if list(resize) == [0] else list(resize))
+        self.rate = RateMeter()
+        self.pub = self.create_publisher(Image, "camera/image_raw", LATEST_ONLY)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._msg = Image()
+        self._stop = threading.Event()
+        self.frames = 0
+        self.ended = False
+        self.create_timer(1.0, self.report)
+        self._thread = threading.Thread(target=self.capture_loop, name="capture", daemon=True)
+        self._thread.start()
+        self.get_logger().info(f"camera source {kind} {params or ''}")
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)  # a backoff wait ends at once on shutdown
+
+    def capture_loop(self) -> None:
+        with self.source:
+            while not self._stop.is_set():
+                try:
+                    frame = self.source.read()
+                except EndOfStream:
+                    self.ended = True
+                    self.get_logger().info("end of the recording: no more frames")
+                    return
+                if frame is None:
+                    continue
+                stamp_ns = int(self.source.capture_time * 1e9)
+                rgb_to_image(self.transform(frame), self._msg)
+                self._msg.header.stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+                self._msg.header.frame_id = self.frame_id
+                self.pub.publish(self._msg)
+                self.frames += 1
+                self.rate.tick()
+
+    def report(self) -> None:
+        connected = self.source.connected
+        self.diag_pub.publish(diagnostics(self, "jetracer_trt/camera", {
+            "frames": self.frames, "fps": self.rate.fps, "connected": connected,
+            "reconnects": self.source.reconnects, "ended": self.ended,
+        }, level=DiagnosticStatus.OK if connected or self.ended else DiagnosticStatus.WARN,
+            message="ok" if connected else "camera disconnected, retrying"))
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+
+main = main_for(CameraNode)
+
+if __name__ == "__main__":
+    main()

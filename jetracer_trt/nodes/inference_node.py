@@ -1,0 +1,80 @@
+"""Camera frame -> road target: subscribes to images (latest only), runs the model through one InferenceEngine,
+publishes geometry_msgs/PointStamped with the image's header, and latency on /diagnostics.
+
+The node never knows the backend: ``backend`` and ``model`` parameters go to ``create_engine``. Malformed images
+are logged at a throttled rate and skipped.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from ..config import default_model_path
+from ..engines import create_engine
+from ..errors import JetracerError
+from .common import LATEST_ONLY, declare, diagnostics, main_for, ms_since, percentiles
+from .image_msg import MalformedImage, image_to_rgb
+
+
+class InferenceNode(Node):
+    def __init__(self):
+        super().__init__("inference")
+        model = declare(self, "model", "", "ONNX model path (empty: the shipped models/road_following.onnx)")
+        backend = declare(self, "backend", "onnxruntime", "inference backend")
+        threads = declare(self, "threads", 0, "CPU threads for inference (0: all cores)", 0, 64)
+        self.deadline_ms = declare(self, "deadline_ms", 33.0, "latency budget per frame; overruns are counted", 1.0, 1000.0)
+        self.any_size = declare(self, "accept_any_size", False, "resize frames of another size instead of skipping "
+                                "them (better: resize in the camera node, once)")
+        self.engine = create_engine(backend, model or default_model_path(), threads=threads)
+        self.engine.warmup()
+        self.input_hw = (self.engine.preprocess.height, self.engine.preprocess.width)
+        self.target_pub = self.create_publisher(PointStamped, "road_target", LATEST_ONLY)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Image, "camera/image_raw", self.on_image, LATEST_ONLY)
+        self._target = PointStamped()
+        self._e2e_ms = deque(maxlen=300)
+        self._model_ms = deque(maxlen=300)
+        self.frames = self.malformed = self.overruns = 0
+        self.create_timer(1.0, self.report)
+        self.get_logger().info(f"{self.engine.name} engine ready ({model or default_model_path()})")
+
+    def on_image(self, msg: Image) -> None:
+        try:
+            frame = image_to_rgb(msg)
+            if not self.any_size and frame.shape[:2] != self.input_hw:
+                raise MalformedImage(f"size {frame.shape[1]}x{frame.shape[0]} is not the model's "
+                                     f"{self.input_hw[1]}x{self.input_hw[0]} (resize in the camera node)")
+        except JetracerError as exc:
+            self.malformed += 1
+            self.get_logger().warning(f"skipping malformed image: {exc}", throttle_duration_sec=5.0)
+            return
+        x, y = self.engine.infer(frame)
+        self._target.header = msg.header  # the capture stamp travels on
+        self._target.point.x, self._target.point.y = float(x), float(y)
+        self.target_pub.publish(self._target)
+        e2e = ms_since(msg.header.stamp)
+        self.frames += 1
+        self._e2e_ms.append(e2e)
+        self._model_ms.append(self.engine.last_model_ms)
+        if e2e > self.deadline_ms:
+            self.overruns += 1
+
+    def report(self) -> None:
+        e50, e99 = percentiles(self._e2e_ms)
+        m50, m99 = percentiles(self._model_ms)
+        level = DiagnosticStatus.OK if e99 <= self.deadline_ms else DiagnosticStatus.WARN
+        self.diag_pub.publish(diagnostics(self, "jetracer_trt/inference", {
+            "frames": self.frames, "malformed_images": self.malformed, "deadline_overruns": self.overruns,
+            "capture_to_target_ms_p50": e50, "capture_to_target_ms_p99": e99,
+            "model_ms_p50": m50, "model_ms_p99": m99, "backend": self.engine.name,
+        }, level=level, message="ok" if level == DiagnosticStatus.OK else "latency over deadline"))
+
+
+main = main_for(InferenceNode)
+
+if __name__ == "__main__":
+    main()

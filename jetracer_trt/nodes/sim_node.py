@@ -1,0 +1,101 @@
+"""The simulator as a ROS 2 node: takes /cmd, publishes camera frames, the car pose, /clock and its score.
+
+Real time: a timer at the camera rate steps the car with the latest command, renders, and publishes the frame
+stamped with its capture time (also published on /clock, so the graph runs with use_sim_time). Laps and
+off-track events go to /diagnostics and the log.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.clock import Clock as RosClock, ClockType
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+
+from ..sim import SimWorld
+from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for
+from .image_msg import rgb_to_image
+
+
+class SimNode(Node):
+    def __init__(self):
+        super().__init__("sim")
+        self.track_seed = declare(self, "track_seed", 1001, "generated track to drive (seeds >= 1000: evaluation)", 0, 2**31 - 1)
+        randomize = declare(self, "randomize", False, "domain randomization of the world and camera")
+        run_seed = declare(self, "run_seed", 0, "seed of the randomization and noise draws", 0, 2**31 - 1)
+        self.frame_id = declare(self, "frame_id", "camera", "frame_id of the published images")
+        self.cmd_timeout_s = declare(self, "cmd_timeout_s", 0.5, "no /cmd for this long: the car coasts to a stop "
+                                     "with the wheels straight, as a receiver failsafe does", 0.05, 10.0)
+        self.world = SimWorld(self.track_seed, randomize=randomize, run_seed=run_seed)
+        self.rate_hz = self.world.rate_hz
+        self.image_pub = self.create_publisher(Image, "camera/image_raw", LATEST_ONLY)
+        self.pose_pub = self.create_publisher(PoseStamped, "sim/pose", 10)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(TwistStamped, "cmd", self.on_cmd, RELIABLE)
+        self.command = (0.0, 0.0)
+        self.commands_received = 0
+        self._image = Image()
+        self._started = False
+        self._last_cmd = 0.0
+        self._system_clock = RosClock(clock_type=ClockType.SYSTEM_TIME)
+        self._laps_reported = 0
+        self._off_reported = 0
+        # the timer runs on the wall clock: this node *is* the clock of a simulated graph
+        self.create_timer(1.0 / self.rate_hz, self.tick, clock=RosClock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(f"track seed {self.track_seed}, {self.world.track.length:.1f} m, "
+                               f"randomize={randomize}, {self.rate_hz:.0f} Hz")
+
+
+    def on_cmd(self, msg: TwistStamped) -> None:
+        steering, throttle = -msg.twist.angular.z, msg.twist.linear.x  # ROS: angular.z > 0 turns left
+        if math.isfinite(steering) and math.isfinite(throttle):
+            self.command = (steering, throttle)
+            self.commands_received += 1
+            self._last_cmd = time.monotonic()
+
+    def capture_stamp(self):
+        """The frame's stamp: the wall-clock time it was rendered, as a real camera stamps its capture. /clock
+        carries the same time, so nodes running with use_sim_time follow the simulator, and capture-to-command
+        latency stays measurable against the system clock."""
+        return self._system_clock.now().to_msg()
+
+    def tick(self) -> None:
+        if time.monotonic() - self._last_cmd > self.cmd_timeout_s:
+            self.command = (0.0, 0.0)
+        if self._started:  # the first frame is taken before any step
+            self.world.step(*self.command)
+        self._started = True
+        stamp = self.capture_stamp()
+        self.clock_pub.publish(Clock(clock=stamp))
+        frame = self.world.observe()
+        rgb_to_image(frame, self._image)
+        self._image.header.stamp = stamp
+        self._image.header.frame_id = self.frame_id
+        self.image_pub.publish(self._image)
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, "map"
+        s = self.world.car.state
+        pose.pose.position.x, pose.pose.position.y = s.x, s.y
+        pose.pose.orientation.z, pose.pose.orientation.w = math.sin(s.yaw / 2), math.cos(s.yaw / 2)
+        self.pose_pub.publish(pose)
+        if self.world.stats.frames % int(self.rate_hz) == 0:
+            self.report()
+
+    def report(self) -> None:
+        m = self.world.metrics()
+        if m["laps_completed"] > self._laps_reported or m["off_track_events"] > self._off_reported:
+            self.get_logger().info(f"laps {m['laps_completed']}, off-track events {m['off_track_events']}")
+            self._laps_reported, self._off_reported = m["laps_completed"], m["off_track_events"]
+        m["commands_received"] = self.commands_received
+        self.diag_pub.publish(diagnostics(self, "jetracer_trt/sim", m))
+
+
+main = main_for(SimNode)
+
+if __name__ == "__main__":
+    main()
