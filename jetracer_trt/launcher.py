@@ -18,6 +18,7 @@ from .graph import NodeSpec
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 5.0
+DRAIN_S = 1.5  # > the 1 s diagnostics period
 
 
 def ros_arguments(spec: NodeSpec, params_file: str = "") -> list[str]:
@@ -54,6 +55,8 @@ class Monitor:
             rclpy.init(args=[])
         self.node = rclpy.create_node("launch_monitor")
         self.latencies_ms: list[float] = []
+        self.latency_times: list[float] = []  # when each latency was seen, to show whether it drifts over a run
+        self.started = time.monotonic()
         self.status: dict[str, dict[str, str]] = {}
         self._last_stamp = None
         self.node.create_subscription(TwistStamped, "cmd", self._on_cmd, RELIABLE)
@@ -66,6 +69,7 @@ class Monitor:
         if stamp != self._last_stamp and stamp != (0, 0):  # one latency per camera frame, at its first command
             self._last_stamp = stamp
             self.latencies_ms.append(ms_since(msg.header.stamp))
+            self.latency_times.append(time.monotonic() - self.started)
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
@@ -76,6 +80,10 @@ class Monitor:
 
         rclpy.spin_once(self.node, timeout_sec=seconds)
 
+    @property
+    def laps_completed(self) -> int:
+        return int(float(self.status.get("jetracer_trt/sim", {}).get("laps_completed", 0)))
+
     def summary(self) -> dict:
         import numpy as np
 
@@ -84,10 +92,13 @@ class Monitor:
         frames_in = int(float(inference.get("frames", 0)))
         published = int(float(sim["frames"])) + 1 if "frames" in sim else None
         lat = self.latencies_ms
+        minutes = np.asarray(self.latency_times) // 60
+        by_minute = [round(float(np.percentile(np.asarray(lat)[minutes == m], 50)), 2) for m in np.unique(minutes)]
         return {
             "frames": frames_in,
             "e2e_latency_ms": {"p50": float(np.percentile(lat, 50)) if lat else None,
                                "p99": float(np.percentile(lat, 99)) if lat else None},
+            "e2e_latency_ms_p50_by_minute": by_minute,
             "dropped_frames": max(0, published - frames_in) if published is not None else None,
             "laps_completed": int(float(sim["laps_completed"])) if "laps_completed" in sim else None,
             "off_track_events": int(float(sim["off_track_events"])) if "off_track_events" in sim else None,
@@ -111,12 +122,14 @@ def start_nodes(specs: list[NodeSpec], params_file: str = "") -> dict[str, subpr
     return procs
 
 
-def stop_nodes(procs: dict[str, subprocess.Popen]) -> None:
-    for proc in procs.values():
+def stop_nodes(procs: dict[str, subprocess.Popen], names=None) -> None:
+    """SIGINT to the named nodes (default: all), then SIGKILL to those still running after ``STOP_GRACE_S``."""
+    chosen = {name: p for name, p in procs.items() if names is None or name in names}
+    for proc in chosen.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
     deadline = time.monotonic() + STOP_GRACE_S
-    for name, proc in procs.items():
+    for name, proc in chosen.items():
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -127,7 +140,7 @@ def stop_nodes(procs: dict[str, subprocess.Popen]) -> None:
 
 def run_graph(specs: list[NodeSpec], duration_s: float | None = None, params_file: str = "",
               until=None) -> dict:
-    """Runs the graph until ``duration_s`` passes, ``until(summary)`` is true, a node dies, or Ctrl-C."""
+    """Runs the graph until ``duration_s`` passes, ``until(monitor)`` is true, a node dies, or Ctrl-C."""
     procs = start_nodes(specs, params_file)
     monitor = Monitor()
     stop = {"why": None}
@@ -141,12 +154,17 @@ def run_graph(specs: list[NodeSpec], duration_s: float | None = None, params_fil
                 stop["why"] = f"node {dead[0]} exited with status {procs[dead[0]].returncode}"
             elif duration_s is not None and time.monotonic() - start >= duration_s:
                 stop["why"] = "duration reached"
-            elif until is not None and until(monitor.summary()):
+            elif until is not None and until(monitor):
                 stop["why"] = "goal reached"
     except KeyboardInterrupt:
         stop["why"] = "interrupted"
     finally:
         signal.signal(signal.SIGTERM, previous)
+        # the frame source first, then let the pipeline drain and every node report its final counts
+        stop_nodes(procs, names=[specs[0].name])
+        drain_end = time.monotonic() + DRAIN_S
+        while time.monotonic() < drain_end:
+            monitor.spin_for(0.05)
         stop_nodes(procs)
         summary = monitor.summary()
         monitor.close()

@@ -283,7 +283,9 @@ def make_loader(
     """A DataLoader over ``dataset``: shuffled by ``sampler`` (training) or in order (validation)."""
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=_worker_init)
+        # forkserver, not fork: forking a process that already runs CUDA or DDS threads can deadlock the workers
+        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=_worker_init,
+                      multiprocessing_context="forkserver")
     drop_last = sampler is not None and len(dataset) >= batch_size  # no tiny, noisy last batch when training
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,

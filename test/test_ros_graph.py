@@ -84,11 +84,11 @@ def control_spec(**params):
 
 def test_the_graph_drives_the_simulator_a_clean_lap():
     summary = run_graph(drive_graph(track_seed=SHORT_TRACK), duration_s=120,
-                        until=lambda s: (s["laps_completed"] or 0) >= 1)
+                        until=lambda monitor: monitor.laps_completed >= 1)
     assert summary["stopped_because"] == "goal reached"
     assert summary["laps_completed"] >= 1 and summary["off_track_events"] == 0
-    assert summary["frames"] > 200 and summary["e2e_latency_ms"]["p50"] is not None
-    assert summary["dropped_frames"] is not None
+    assert summary["frames"] > 100 and summary["e2e_latency_ms"]["p50"] is not None
+    assert summary["dropped_frames"] is not None and summary["dropped_frames"] >= 0
 
 
 def test_killing_inference_stops_the_car_within_the_deadman_timeout(probe, nodes):

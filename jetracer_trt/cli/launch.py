@@ -32,7 +32,7 @@ def run_drive(args: argparse.Namespace) -> int:
     specs = drive_graph(**graph_args)
     until = None
     if args.laps:
-        until = lambda s: (s["laps_completed"] or 0) >= args.laps  # noqa: E731
+        until = lambda monitor: monitor.laps_completed >= args.laps  # noqa: E731
     summary = run_graph(specs, duration_s=args.duration, params_file=args.params_file, until=until)
     if args.json:
         print(json.dumps(summary))

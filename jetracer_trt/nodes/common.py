@@ -62,10 +62,16 @@ def diagnostics(node: Node, name: str, values: dict, level: bytes = DiagnosticSt
 
 
 def run(node_factory: Callable[[], Node], args=None) -> int:
-    """Runs one node until Ctrl-C or SIGTERM; ``shutdown()`` (e.g. neutral outputs) runs on every way out."""
-    rclpy.init(args=args)
+    """Runs one node until Ctrl-C or SIGTERM; ``shutdown()`` (e.g. neutral outputs) runs on every way out.
+
+    rclpy's own signal handlers would shut the context down before ``shutdown()`` could still publish, so they are
+    off: SIGINT is Python's KeyboardInterrupt, and SIGTERM is turned into one.
+    """
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     node = None
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         node = node_factory()
         rclpy.spin(node)
@@ -78,6 +84,10 @@ def run(node_factory: Callable[[], Node], args=None) -> int:
         if rclpy.ok():
             rclpy.shutdown()
     return 0
+
+
+def _raise_keyboard_interrupt(*_):
+    raise KeyboardInterrupt
 
 
 def main_for(node_class) -> Callable[[], int]:

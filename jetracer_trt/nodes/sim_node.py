@@ -95,6 +95,10 @@ class SimNode(Node):
         self.diag_pub.publish(diagnostics(self, "jetracer_trt/sim", m))
 
 
+    def shutdown(self) -> None:
+        self.report()  # the final score, for whoever sums the run up
+
+
 main = main_for(SimNode)
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def collect(out: str | Path, seeds: list[int], frames: int, randomize: bool, epi
         finally:
             _writer.close()
         return written
-    with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(out),)) as pool:
+    # forkserver, not fork: forking a process that runs DDS or CUDA threads can deadlock the child
+    with mp.get_context("forkserver").Pool(workers, initializer=_init_worker, initargs=(str(out),)) as pool:
         for n in pool.imap_unordered(run_episode, episodes):
             written += n
             if on_progress:
