@@ -122,8 +122,10 @@ def start_nodes(specs: list[NodeSpec], params_file: str = "") -> dict[str, subpr
     return procs
 
 
-def stop_nodes(procs: dict[str, subprocess.Popen], names=None) -> None:
-    """SIGINT to the named nodes (default: all), then SIGKILL to those still running after ``STOP_GRACE_S``."""
+def stop_nodes(procs: dict[str, subprocess.Popen], names=None) -> list[str]:
+    """SIGINT to the named nodes (default: all), then SIGKILL to those still running after ``STOP_GRACE_S``;
+    returns the names of the killed ones (a node that had to be killed did not shut down its own way)."""
+    killed = []
     chosen = {name: p for name, p in procs.items() if names is None or name in names}
     for proc in chosen.values():
         if proc.poll() is None:
@@ -136,6 +138,8 @@ def stop_nodes(procs: dict[str, subprocess.Popen], names=None) -> None:
             log.warning("%s did not stop within %.0f s: killing it", name, STOP_GRACE_S)
             proc.kill()
             proc.wait()
+            killed.append(name)
+    return killed
 
 
 def run_graph(specs: list[NodeSpec], duration_s: float | None = None, params_file: str = "",
@@ -161,13 +165,14 @@ def run_graph(specs: list[NodeSpec], duration_s: float | None = None, params_fil
     finally:
         signal.signal(signal.SIGTERM, previous)
         # the frame source first, then let the pipeline drain and every node report its final counts
-        stop_nodes(procs, names=[specs[0].name])
+        killed = stop_nodes(procs, names=[specs[0].name])
         drain_end = time.monotonic() + DRAIN_S
         while time.monotonic() < drain_end:
             monitor.spin_for(0.05)
-        stop_nodes(procs)
+        killed += stop_nodes(procs)
         summary = monitor.summary()
         monitor.close()
     log.info("graph stopped: %s", stop["why"])
     summary["stopped_because"] = stop["why"]
+    summary["killed_nodes"] = killed
     return summary

@@ -86,6 +86,7 @@ def test_the_graph_drives_the_simulator_a_clean_lap():
     summary = run_graph(drive_graph(track_seed=SHORT_TRACK), duration_s=120,
                         until=lambda monitor: monitor.laps_completed >= 1)
     assert summary["stopped_because"] == "goal reached"
+    assert summary["killed_nodes"] == []  # every node stopped on SIGINT, its own way (control: neutral)
     assert summary["laps_completed"] >= 1 and summary["off_track_events"] == 0
     assert summary["frames"] > 100 and summary["e2e_latency_ms"]["p50"] is not None
     assert summary["dropped_frames"] is not None and summary["dropped_frames"] >= 0

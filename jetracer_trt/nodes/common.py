@@ -74,7 +74,10 @@ def run(node_factory: Callable[[], Node], args=None) -> int:
     node = None
     try:
         node = node_factory()
-        rclpy.spin(node)
+        # spin in slices: a blocking spin waits in C++ and would not see Ctrl-C until the next message or timer,
+        # and with use_sim_time no timer fires once the simulator (the clock) has stopped
+        while rclpy.ok():
+            rclpy.spin_once(node, timeout_sec=0.1)
     except KeyboardInterrupt:
         pass
     finally:

@@ -15,6 +15,7 @@ from dataclasses import fields, replace
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from std_msgs.msg import Bool, Empty
 
@@ -68,7 +69,8 @@ class ControlNode(Node):
         self._cmd = TwistStamped()
         self._e2e_ms = deque(maxlen=300)
         self.targets = 0
-        self.create_timer(1.0 / rate_hz, self.tick)
+        # the deadman runs on the steady clock: with use_sim_time a stalled /clock must not stall the safety checks
+        self.create_timer(1.0 / rate_hz, self.tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_timer(1.0, self.report)
         self.get_logger().info(f"actuator {kind}{' (CHECK MODE: throttle forced to 0)' if check else ''}")
 
