@@ -7,7 +7,7 @@ effects (vibration, exposure, blur, noise, JPEG) are cheap image operations pick
 from __future__ import annotations
 
 import colorsys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,11 +41,6 @@ class Appearance:
     blur_sigma: float = 0.0
     noise_sigma: float = 0.0
     jpeg_quality: int | None = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def randomized(self) -> bool:
-        return self != Appearance()
 
 
 def _luma(rgb) -> float:
