@@ -1,8 +1,9 @@
 """Where a frame becomes a tensor: RGB uint8 (H, W, 3) -> normalized float32 NCHW, the only place this happens.
 
-Mean, std and input size come from ``config/model.yaml``. ``Preprocessor`` is the per-frame path of every inference
-backend: it owns its output buffer, so a frame costs no allocation. ``normalize_batch_torch`` is the same arithmetic
-for training batches already on a torch device.
+Mean, std and input size come from ``config/model.yaml``. ``Preprocessor`` is the per-frame path of every CPU
+inference backend: it owns its output buffer, so a frame costs no allocation. ``normalization`` gives the same
+arithmetic as a scale and a bias, for the GPU twin (``engines/cuda_stage.py``); ``normalize_batch_torch`` is the
+same arithmetic for training batches already on a torch device.
 """
 from __future__ import annotations
 
@@ -13,31 +14,43 @@ from .config import load_config
 from .errors import JetracerError
 
 
-class Preprocessor:
-    """Turns one RGB uint8 frame into a (1, 3, H, W) float32 array, reusing the same buffers every call."""
+def normalization(mean=None, std=None) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, bias), each float32 of shape (3,): ``(x / 255 - mean) / std == x * scale + bias``, one multiply-add
+    per element (the per-channel constants of ``config/model.yaml`` unless given)."""
+    cfg = load_config("model")
+    mean = np.asarray(mean if mean is not None else cfg["mean"], dtype=np.float32)
+    std = np.asarray(std if std is not None else cfg["std"], dtype=np.float32)
+    return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
 
-    def __init__(self, width: int | None = None, height: int | None = None, mean=None, std=None):
+
+class Preprocessor:
+    """Turns RGB uint8 frames into a (N, 3, H, W) float32 batch, reusing the same buffers every call."""
+
+    def __init__(self, width: int | None = None, height: int | None = None, mean=None, std=None, max_batch: int = 1):
         cfg = load_config("model")
         self.width = int(width or cfg["input_width"])
         self.height = int(height or cfg["input_height"])
-        mean = np.asarray(mean if mean is not None else cfg["mean"], dtype=np.float32)
-        std = np.asarray(std if std is not None else cfg["std"], dtype=np.float32)
-        # (x / 255 - mean) / std == x * scale + bias, one multiply-add per element
-        self._scale = (1.0 / (255.0 * std)).reshape(3, 1, 1)
-        self._bias = (-mean / std).reshape(3, 1, 1)
+        scale, bias = normalization(mean, std)
+        self._scale = scale.reshape(3, 1, 1)
+        self._bias = bias.reshape(3, 1, 1)
         self._resized = np.empty((self.height, self.width, 3), dtype=np.uint8)
-        self.output = np.empty((1, 3, self.height, self.width), dtype=np.float32)
+        self.output = np.empty((max_batch, 3, self.height, self.width), dtype=np.float32)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """Returns ``self.output`` (overwritten by the next call): copy it if you keep it."""
+        """One frame -> ``self.output[:1]`` (overwritten by the next call): copy it if you keep it."""
+        self.write(frame, 0)
+        return self.output[:1]
+
+    def write(self, frame: np.ndarray, index: int) -> None:
+        """Normalizes ``frame`` into slot ``index`` of ``self.output`` (resized first if it is not H x W)."""
         check_frame(frame)
         if frame.shape[0] != self.height or frame.shape[1] != self.width:
             cv2.resize(frame, (self.width, self.height), dst=self._resized, interpolation=cv2.INTER_AREA)
             frame = self._resized
         chw = frame.transpose(2, 0, 1)
-        np.multiply(chw, self._scale, out=self.output[0], casting="unsafe")
-        np.add(self.output[0], self._bias, out=self.output[0])
-        return self.output
+        out = self.output[index]
+        np.multiply(chw, self._scale, out=out, casting="unsafe")
+        np.add(out, self._bias, out=out)
 
 
 def check_frame(frame: np.ndarray) -> None:

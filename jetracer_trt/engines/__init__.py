@@ -1,19 +1,55 @@
-"""Inference backends behind one interface. ``create_engine`` imports only the backend it is asked for."""
+"""Inference backends behind one interface. ``create_engine`` imports only the backend it is asked for.
+
+| backend      | model file                                   | runs on                                   |
+|--------------|----------------------------------------------|-------------------------------------------|
+| onnxruntime  | ``.onnx`` (FP32, or INT8 from ``convert``)   | CPU; CUDA / TensorRT providers if present |
+| torch        | ``.pt`` checkpoint, or ``.pt2`` AOTInductor  | CUDA (FP16/FP32, CUDA graphs) or CPU      |
+| tensorrt     | ``.engine`` plan + its ``.json`` sidecar     | CUDA GPU with TensorRT 10/11              |
+| torch2trt    | ``.pth`` TRTModule state dict + sidecar      | CUDA GPU with torch2trt                   |
+"""
 from __future__ import annotations
 
-from ..errors import JetracerError
-from .base import InferenceEngine
+import importlib
+import inspect
+import logging
 
-BACKENDS = ("onnxruntime",)
+from ..errors import JetracerError
+from .base import PRECISIONS, InferenceEngine
+
+log = logging.getLogger(__name__)
+
+# backend -> (module in this package, engine class); imported only when chosen
+_REGISTRY = {
+    "onnxruntime": ("onnxruntime_engine", "OnnxRuntimeEngine"),
+    "torch": ("torch_engine", "TorchEngine"),
+    "tensorrt": ("tensorrt_engine", "TensorRTEngine"),
+    "torch2trt": ("torch2trt_engine", "Torch2TRTEngine"),
+}
+BACKENDS = tuple(_REGISTRY)
+
+
+def engine_class(backend: str) -> type[InferenceEngine]:
+    """The engine class of ``backend`` (its module imported now, not before); JetracerError for an unknown one."""
+    if backend not in _REGISTRY:
+        raise JetracerError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS + ('auto',))}")
+    module, cls = _REGISTRY[backend]
+    return getattr(importlib.import_module(f".{module}", __name__), cls)
 
 
 def create_engine(backend: str, model_path, **options) -> InferenceEngine:
-    """An engine for ``backend`` loaded from ``model_path``; raises JetracerError for an unknown backend."""
-    if backend == "onnxruntime":
-        from .onnxruntime_engine import OnnxRuntimeEngine
+    """An engine for ``backend`` loaded from ``model_path``.
 
-        return OnnxRuntimeEngine(model_path, **options)
-    raise JetracerError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    ``options`` are the common ones (``max_batch``, ``threads``, ``precision``, ``device``) plus a backend's own;
+    those the chosen backend does not take (``threads`` for a GPU backend) are ignored, so callers never branch on
+    the backend.
+    """
+    cls = engine_class(backend)
+    accepted = inspect.signature(cls.__init__).parameters
+    used = {k: v for k, v in options.items() if k in accepted}
+    ignored = sorted(set(options) - set(used))
+    if ignored:
+        log.debug("%s backend ignores options %s", backend, ", ".join(ignored))
+    return cls(model_path, **used)
 
 
-__all__ = ["BACKENDS", "InferenceEngine", "create_engine"]
+__all__ = ["BACKENDS", "PRECISIONS", "InferenceEngine", "create_engine", "engine_class"]

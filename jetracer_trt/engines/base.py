@@ -1,44 +1,97 @@
-"""The one interface every inference backend implements; nodes and the simulator never know which one runs."""
+"""The one interface every inference backend implements; nodes, the simulator and the benchmark never know which
+one runs.
+
+An engine is built once: model loaded, input and output buffers preallocated for up to ``max_batch`` frames, and a
+warm-up run so that the first real frame is not slow. Then every call goes through the same two steps:
+
+1. ``_stage(frames, n)``: uint8 RGB frames -> the model's input buffer. CPU backends use ``preprocess.Preprocessor``
+   (the one place a frame becomes a tensor); CUDA backends copy the uint8 frames into a pinned buffer and normalize
+   on the GPU (``engines/cuda_stage.py``), with the same arithmetic.
+2. ``_execute(n)``: the model on the first ``n`` staged frames; returns the outputs as a host array (n, 2) that the
+   engine owns and overwrites on the next call. On a GPU this is where the one host synchronisation happens.
+
+``infer(frame)`` is the per-frame (full) path, ``infer_batch(frames)`` the same for several frames, and
+``run_model(n)`` the model-only path on whatever was staged last, for benchmarks. None of them allocates per call.
+"""
 from __future__ import annotations
 
 import abc
 import time
+from typing import Sequence
 
 import numpy as np
 
-from ..preprocess import Preprocessor
+from ..config import load_config
+from ..errors import JetracerError
+
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class InferenceEngine(abc.ABC):
-    """Load once, preallocate, then ``infer(frame)`` per frame.
+    """Load once, preallocate, then ``infer(frame)`` per frame (see the module docstring for the two steps)."""
 
-    Subclasses implement ``_run(tensor)`` on the preprocessed (1, 3, H, W) float32 input and return the model's
-    output row. ``infer`` adds the shared preprocessing, so every backend sees exactly the same tensor.
-    """
+    name = "base"  # the backend's name, as ``create_engine`` knows it
 
-    name = "base"
+    def __init__(self, max_batch: int = 1) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise JetracerError(f"max_batch must be a positive integer, got {max_batch!r}")
+        cfg = load_config("model")
+        self.height = int(cfg["input_height"])
+        self.width = int(cfg["input_width"])
+        self.max_batch = max_batch
+        self.precision = "fp32"  # what the model computes in; backends set their own
+        self.device = "cpu"      # where it runs, in words ("cpu", "cuda:0 NVIDIA H200", ...)
+        self.last_model_ms = 0.0  # model-only time of the last call, for latency reports
 
-    def __init__(self) -> None:
-        self.preprocess = Preprocessor()
-        self.last_model_ms = 0.0  # model-only time of the last infer(), for latency reports
+    # -- what a backend implements ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _stage(self, frames: Sequence[np.ndarray], n: int) -> None:
+        """Writes ``n`` RGB uint8 (H, W, 3) frames into the model's input buffer (resizing any of another size)."""
 
     @abc.abstractmethod
-    def _run(self, tensor: np.ndarray) -> np.ndarray:
-        """Runs the model on a preprocessed batch; returns a float32 array of shape (outputs,)."""
+    def _execute(self, n: int) -> np.ndarray:
+        """Runs the model on the first ``n`` staged frames; returns the engine's (n, outputs) float32 host array."""
 
+    # -- what everybody calls -----------------------------------------------------------------------------------
     def infer(self, frame: np.ndarray) -> np.ndarray:
-        """RGB uint8 (H, W, 3) frame -> model outputs, here the road target (x, y) in [-1, 1]."""
-        tensor = self.preprocess(frame)
+        """RGB uint8 (H, W, 3) frame -> model outputs, here the road target (x, y) in [-1, 1].
+
+        The result is a view of the engine's output buffer, overwritten by the next call: copy it to keep it.
+        """
+        self._stage((frame,), 1)
+        return self._timed_execute(1)[0]
+
+    def infer_batch(self, frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Up to ``max_batch`` frames (a list, or a uint8 (N, H, W, 3) array) -> (N, outputs), a reused buffer."""
+        n = len(frames)
+        if not 1 <= n <= self.max_batch:
+            raise JetracerError(f"{self.name} engine was built for batches of 1 to {self.max_batch} frames, got {n}")
+        self._stage(frames, n)
+        return self._timed_execute(n)
+
+    def run_model(self, n: int = 1) -> np.ndarray:
+        """The model alone on the frames staged by the last call (benchmarks time this against ``infer``)."""
+        if not 1 <= n <= self.max_batch:
+            raise JetracerError(f"{self.name} engine was built for batches of 1 to {self.max_batch} frames, got {n}")
+        return self._timed_execute(n)
+
+    def _timed_execute(self, n: int) -> np.ndarray:
         start = time.perf_counter()
-        out = self._run(tensor)
+        out = self._execute(n)
         self.last_model_ms = (time.perf_counter() - start) * 1e3
         return out
 
     def warmup(self, iterations: int = 3) -> None:
-        """Runs a few dummy frames so the first real frame is not slow (lazy allocations, kernel selection)."""
-        frame = np.zeros((self.preprocess.height, self.preprocess.width, 3), dtype=np.uint8)
-        for _ in range(iterations):
-            self.infer(frame)
+        """Runs dummy frames at every batch size the engine was built for, so no real frame pays for lazy
+        allocations, kernel selection or CUDA graph capture."""
+        frames = np.zeros((self.max_batch, self.height, self.width, 3), dtype=np.uint8)
+        for n in sorted({1, self.max_batch}):
+            for _ in range(iterations):
+                self.infer_batch(frames[:n])
+
+    def describe(self) -> str:
+        """One line for logs: backend, precision, device."""
+        return f"{self.name} {self.precision} on {self.device}"
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends free everything on garbage collection
         """Releases the backend's resources."""

@@ -31,7 +31,7 @@ class InferenceNode(Node):
                                 "them (better: resize in the camera node, once)")
         self.engine = create_engine(backend, model or default_model_path(), threads=threads)
         self.engine.warmup()
-        self.input_hw = (self.engine.preprocess.height, self.engine.preprocess.width)
+        self.input_hw = (self.engine.height, self.engine.width)
         self.target_pub = self.create_publisher(PointStamped, "road_target", LATEST_ONLY)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(Image, "camera/image_raw", self.on_image, LATEST_ONLY)
