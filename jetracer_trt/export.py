@@ -41,15 +41,13 @@ from .errors import JetracerError
 from .fileio import atomic_path
 from .model import load_checkpoint
 from .preprocess import Preprocessor
+from .verify import VERIFY_FRAMES, verification_frames
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| allowed per output, over all verification frames
-MIN_FRAMES = 16
-VERIFY_FRAMES = 32
 FP16_SUFFIX = "__fp16"
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass
@@ -63,60 +61,6 @@ class ExportResult:
     opset: int
     fp16_initializers: int  # stored as float16 + Cast
     fp32_initializers: int  # kept as float32 (values not FP16-exact)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Verification frames
-
-
-def load_verification_frames(frames_dir: str | os.PathLike | None, count: int = VERIFY_FRAMES) -> list[np.ndarray]:
-    """``count`` RGB uint8 frames spread over a dataset (or a folder of images), else from the simulator.
-
-    JetracerError when fewer than ``MIN_FRAMES`` usable frames can be found: verifying on a handful of frames would
-    prove little.
-    """
-    if frames_dir is None:
-        frames = _simulator_frames(count)
-        source = "the simulator"
-    else:
-        frames = _folder_frames(Path(frames_dir), count)
-        source = str(frames_dir)
-    if len(frames) < MIN_FRAMES:
-        raise JetracerError(f"only {len(frames)} usable frames in {source}; verification needs at least {MIN_FRAMES}")
-    return frames
-
-
-def _simulator_frames(count: int) -> list[np.ndarray]:
-    try:
-        from .sim import sample_frames
-    except ImportError as exc:
-        raise JetracerError(
-            f"no --frames DIR given and the simulator is unavailable ({exc}); pass --frames DIR"
-        ) from None
-    half = count // 2  # plain and randomised (lighting, colours) tracks: both kinds the model will see
-    plain = list(sample_frames(half, seed=0, randomize=False))
-    return plain + list(sample_frames(count - half, seed=1, randomize=True))
-
-
-def _folder_frames(root: Path, count: int) -> list[np.ndarray]:
-    from .dataset import load_image, read_dataset
-
-    try:
-        paths = [s.image_path for s in read_dataset(root)[0]]
-    except JetracerError:
-        if not root.is_dir():
-            raise
-        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)  # a plain image folder
-        if not paths:
-            raise
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(paths) - 1, num=min(count, len(paths)))}) if paths else []
-    frames = []
-    for index in picks:
-        try:
-            frames.append(load_image(paths[index]))
-        except JetracerError as exc:
-            log.warning("%s; skipped for verification", exc)
-    return frames
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -242,10 +186,9 @@ def onnxruntime_outputs(model_path: Path, batch: np.ndarray) -> np.ndarray:
 
 def max_abs_diff(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Largest |candidate - reference| per output name; NaN or inf count as infinitely wrong."""
-    names = load_config("model")["outputs"]
-    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
-    diff[~np.isfinite(diff)] = np.inf
-    return {name: float(diff[:, i].max()) for i, name in enumerate(names)}
+    from .verify import compare
+
+    return compare(reference, candidate, "fp32").max_abs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -274,7 +217,7 @@ def export_onnx(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise JetracerError(f"cannot create the folder of {out}: {exc.strerror or exc}") from None
-    frames = load_verification_frames(frames_dir, num_frames)
+    frames = verification_frames(frames_dir, num_frames)
     batch = preprocess_frames(frames)
     reference = torch_reference(model, batch)
 

@@ -1,0 +1,165 @@
+"""Checking a converted model against its source: real frames in, per-output errors out, one tolerance per precision.
+
+Export (checkpoint -> ONNX), every ``jetracer-trt convert`` backend and the parity tests use this module, so "agrees
+with the source" means the same thing everywhere:
+
+* frames: ``verification_frames`` -- images spread over a dataset (or a plain image folder), else simulator frames
+  of a plain and a randomized track;
+* reference: the FP32 source model on those frames (ONNX Runtime on CPU for an ``.onnx`` source, PyTorch eager FP32
+  for a checkpoint);
+* ``compare``: max and mean |difference| per output, judged by ``TOLERANCES`` for the candidate's precision.
+
+No torch here: a car without PyTorch can still verify an ONNX Runtime or TensorRT conversion.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .config import load_config
+from .errors import JetracerError
+
+log = logging.getLogger(__name__)
+
+MIN_FRAMES = 16
+VERIFY_FRAMES = 32
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+# precision -> (statistic, outputs judged, bound). FP32 must reproduce the source; FP16 rounds every layer (about
+# 3 significant digits); INT8 is judged on the mean error of x, the output steering comes from, as the issue asks.
+TOLERANCES = {
+    "fp32": ("max", None, 1e-4),
+    "fp16": ("max", None, 1e-2),
+    "int8": ("mean", ("x",), 0.02),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Frames
+
+
+def verification_frames(frames_dir: str | os.PathLike | None, count: int = VERIFY_FRAMES) -> np.ndarray:
+    """``count`` RGB uint8 frames as one (N, H, W, 3) array: spread over a dataset (or a folder of images), else
+    from the simulator. JetracerError when fewer than ``MIN_FRAMES`` usable frames can be found: verifying on a
+    handful of frames would prove little."""
+    if frames_dir is None:
+        frames = _simulator_frames(count)
+        source = "the simulator"
+    else:
+        frames = _folder_frames(Path(frames_dir), count)
+        source = str(frames_dir)
+    if len(frames) < MIN_FRAMES:
+        raise JetracerError(f"only {len(frames)} usable frames in {source}; verification needs at least {MIN_FRAMES}")
+    return np.stack(frames)
+
+
+def _simulator_frames(count: int) -> list[np.ndarray]:
+    from .sim import sample_frames
+
+    half = count // 2  # plain and randomised (lighting, colours) tracks: both kinds the model will see
+    return list(sample_frames(half, seed=0, randomize=False)) + list(sample_frames(count - half, seed=1, randomize=True))
+
+
+def _folder_frames(root: Path, count: int) -> list[np.ndarray]:
+    import cv2
+
+    from .dataset import load_image, read_dataset
+
+    cfg = load_config("model")
+    size = (int(cfg["input_width"]), int(cfg["input_height"]))
+    try:
+        paths = [s.image_path for s in read_dataset(root)[0]]
+    except JetracerError:
+        if not root.is_dir():
+            raise
+        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)  # a plain image folder
+        if not paths:
+            raise
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(paths) - 1, num=min(count, len(paths)))}) if paths else []
+    frames = []
+    for index in picks:
+        try:
+            frame = load_image(paths[index])
+        except JetracerError as exc:
+            log.warning("%s; skipped for verification", exc)
+            continue
+        if frame.shape[:2] != size[::-1]:  # the runtime resizes the same way (preprocess.Preprocessor)
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        frames.append(frame)
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def engine_outputs(engine, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """(N, outputs) float32 of any ``InferenceEngine`` on ``frames``, in batches of its ``max_batch``."""
+    out = []
+    for start in range(0, len(frames), engine.max_batch):
+        out.append(np.array(engine.infer_batch(frames[start:start + engine.max_batch]), dtype=np.float32))
+    return np.concatenate(out, axis=0)
+
+
+def reference_outputs(source: str | os.PathLike, frames: np.ndarray) -> np.ndarray:
+    """The FP32 source model's outputs on ``frames``: ONNX Runtime on CPU for ``.onnx``, PyTorch eager FP32 on CPU
+    for a checkpoint (``.pt``/``.pth``)."""
+    from .engines import create_engine
+
+    backend = "onnxruntime" if Path(source).suffix == ".onnx" else "torch"
+    options = {"providers": ["CPUExecutionProvider"]} if backend == "onnxruntime" else {"device": "cpu", "precision": "fp32"}
+    with create_engine(backend, source, max_batch=8, **options) as engine:
+        return engine_outputs(engine, frames)
+
+
+@dataclass
+class Comparison:
+    """How a candidate's outputs differ from the reference's, and whether that is within the tolerance."""
+
+    precision: str
+    frames: int
+    max_abs: dict[str, float]   # per output name (x, y)
+    mean_abs: dict[str, float]
+    ok: bool
+    rule: str                   # the tolerance in words, e.g. "max |diff| <= 1e-4"
+
+    def report(self) -> str:
+        per_output = ", ".join(f"{name} max {self.max_abs[name]:.2e} mean {self.mean_abs[name]:.2e}"
+                               for name in self.max_abs)
+        return f"{per_output} over {self.frames} frames ({self.rule}: {'pass' if self.ok else 'FAIL'})"
+
+    def as_dict(self) -> dict:
+        return {"precision": self.precision, "frames": self.frames, "max_abs": self.max_abs,
+                "mean_abs": self.mean_abs, "ok": self.ok, "rule": self.rule}
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, precision: str) -> Comparison:
+    """Per-output max and mean |candidate - reference| (NaN or inf count as infinitely wrong), judged by the
+    tolerance of ``precision``."""
+    if precision not in TOLERANCES:
+        raise JetracerError(f"unknown precision {precision!r}; choose one of {', '.join(TOLERANCES)}")
+    if reference.shape != candidate.shape:
+        raise JetracerError(f"outputs of shape {candidate.shape} cannot be compared with {reference.shape}")
+    names = [str(n) for n in load_config("model")["outputs"]]
+    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
+    diff[~np.isfinite(diff)] = np.inf
+    max_abs = {name: float(diff[:, i].max()) for i, name in enumerate(names)}
+    mean_abs = {name: float(diff[:, i].mean()) for i, name in enumerate(names)}
+    statistic, judged, bound = TOLERANCES[precision]
+    judged = judged or tuple(names)
+    values = max_abs if statistic == "max" else mean_abs
+    ok = all(values[name] <= bound for name in judged)
+    rule = f"{statistic} |diff| of {', '.join(judged)} <= {bound:g}"
+    return Comparison(precision, int(len(reference)), max_abs, mean_abs, ok, rule)
+
+
+def require_match(comparison: Comparison, what: str, out: str | os.PathLike) -> None:
+    """Raises JetracerError naming the error per output when ``comparison`` failed; ``out`` was not written."""
+    if not comparison.ok:
+        raise JetracerError(f"{what} disagrees with the source model: {comparison.report()}; {out} was not written")
+    log.info("%s agrees with the source model: %s", what, comparison.report())
