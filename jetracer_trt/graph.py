@@ -22,6 +22,8 @@ DRIVE_ARGUMENTS = {
     "check": ("false", "wheels-up check: throttle forced to 0, target and steering logged"),
     "track_seed": ("1001", "simulator track seed (source sim)"),
     "randomize": ("false", "simulator domain randomization (source sim)"),
+    "lockstep": ("false", "the simulator waits for each frame's command before the next frame: every frame is "
+                          "used and the run does not depend on the machine's speed (source sim)"),
     "device": ("", "camera device, file or folder (source v4l2, video or folder)"),
 }
 
@@ -47,7 +49,8 @@ def _flag(value) -> bool:
 
 
 def drive_graph(source: str = "sim", model: str = "", backend: str = "onnxruntime", actuator: str = "",
-                check=False, track_seed=1001, randomize=False, device: str = "", params_file: str = "") -> list[NodeSpec]:
+                check=False, track_seed=1001, randomize=False, lockstep=False, device: str = "",
+                params_file: str = "") -> list[NodeSpec]:
     """The nodes of the drive graph for these launch arguments (``params_file`` is applied by the caller)."""
     if source not in SOURCES:
         raise JetracerError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -62,7 +65,7 @@ def drive_graph(source: str = "sim", model: str = "", backend: str = "onnxruntim
     common = {"use_sim_time": sim}  # the simulator publishes /clock
     if sim:
         frames = NodeSpec("sim", "sim_node", "jetracer_trt.nodes.sim_node",
-                          {"track_seed": track_seed, "randomize": _flag(randomize)})
+                          {"track_seed": track_seed, "randomize": _flag(randomize), "lockstep": _flag(lockstep)})
     else:
         camera = {"source": source}
         if device:

@@ -92,6 +92,15 @@ def test_the_graph_drives_the_simulator_a_clean_lap():
     assert summary["dropped_frames"] is not None and summary["dropped_frames"] >= 0
 
 
+def test_lockstep_graph_uses_every_frame_and_drives_a_clean_lap():
+    summary = run_graph(drive_graph(track_seed=SHORT_TRACK, lockstep=True), duration_s=180,
+                        until=lambda monitor: monitor.laps_completed >= 1)
+    assert summary["stopped_because"] == "goal reached" and summary["killed_nodes"] == []
+    assert summary["laps_completed"] >= 1 and summary["off_track_events"] == 0
+    # the simulator waits for each frame's command: however slow the machine, no frame is skipped
+    assert summary["dropped_frames"] == 0 and summary["frames"] > 250
+
+
 def test_killing_inference_stops_the_car_within_the_deadman_timeout(probe, nodes):
     procs = nodes(drive_graph(track_seed=SHORT_TRACK))
     assert probe.spin_until(lambda: probe.cmds and probe.cmds[-1][1].twist.linear.x > 0.2, 60), "never drove"

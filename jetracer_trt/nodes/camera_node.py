@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image
 
 from ..camera import EndOfStream, FrameTransform, RateMeter, ReconnectingSource, create_source
 from ..config import load_config
-from .common import LATEST_ONLY, declare, diagnostics, main_for
+from .common import LATEST_ONLY, declare, diagnostics, main_for, steady_timer
 from .image_msg import rgb_to_image
 
 PATH_KEY = {"v4l2": "device", "video": "path", "folder": "path"}  # what the `device` parameter means per source
@@ -49,7 +49,7 @@ class CameraNode(Node):
         self._stop = threading.Event()
         self.frames = 0
         self.ended = False
-        self.create_timer(1.0, self.report)
+        steady_timer(self, 1.0, self.report)
         self._thread = threading.Thread(target=self.capture_loop, name="capture", daemon=True)
         self._thread.start()
         self.get_logger().info(f"camera source {kind} {params or ''}")

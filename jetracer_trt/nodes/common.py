@@ -30,6 +30,14 @@ def declare(node: Node, name: str, default, description: str, low=None, high=Non
     return node.declare_parameter(name, default, descriptor).value
 
 
+def steady_timer(node: Node, period_s: float, callback):
+    """A timer on the steady clock. Safety checks and diagnostics must keep running when a simulator's /clock
+    stalls or stops (use_sim_time), so they never run on the node's ROS clock."""
+    from rclpy.clock import Clock, ClockType
+
+    return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
 def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 

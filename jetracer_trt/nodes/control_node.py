@@ -15,7 +15,6 @@ from dataclasses import fields, replace
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from std_msgs.msg import Bool, Empty
 
@@ -24,7 +23,7 @@ from ..config import load_config
 from ..control import ControlParams
 from ..errors import JetracerError
 from ..safety import SafetyGovernor, SafetyLimits
-from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for, ms_since, percentiles
+from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for, ms_since, percentiles, steady_timer
 
 CONTROL_DESCRIPTIONS = {
     "steering_gain": ("steering per unit of target x", 0.0, 5.0),
@@ -70,8 +69,8 @@ class ControlNode(Node):
         self._e2e_ms = deque(maxlen=300)
         self.targets = 0
         # the deadman runs on the steady clock: with use_sim_time a stalled /clock must not stall the safety checks
-        self.create_timer(1.0 / rate_hz, self.tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.create_timer(1.0, self.report)
+        steady_timer(self, 1.0 / rate_hz, self.tick)
+        steady_timer(self, 1.0, self.report)
         self.get_logger().info(f"actuator {kind}{' (CHECK MODE: throttle forced to 0)' if check else ''}")
 
     # -- inputs ---------------------------------------------------------------------------------------------------

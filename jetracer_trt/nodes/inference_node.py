@@ -16,7 +16,7 @@ from sensor_msgs.msg import Image
 from ..config import default_model_path
 from ..engines import create_engine
 from ..errors import JetracerError
-from .common import LATEST_ONLY, declare, diagnostics, main_for, ms_since, percentiles
+from .common import LATEST_ONLY, declare, diagnostics, main_for, ms_since, percentiles, steady_timer
 from .image_msg import MalformedImage, image_to_rgb
 
 
@@ -39,7 +39,7 @@ class InferenceNode(Node):
         self._e2e_ms = deque(maxlen=300)
         self._model_ms = deque(maxlen=300)
         self.frames = self.malformed = self.overruns = 0
-        self.create_timer(1.0, self.report)
+        steady_timer(self, 1.0, self.report)
         self.get_logger().info(f"{self.engine.name} engine ready ({model or default_model_path()})")
 
     def on_image(self, msg: Image) -> None:

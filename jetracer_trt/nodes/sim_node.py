@@ -1,8 +1,18 @@
 """The simulator as a ROS 2 node: takes /cmd, publishes camera frames, the car pose, /clock and its score.
 
-Real time: a timer at the camera rate steps the car with the latest command, renders, and publishes the frame
-stamped with its capture time (also published on /clock, so the graph runs with use_sim_time). Laps and
-off-track events go to /diagnostics and the log.
+Two modes (parameter ``lockstep``):
+
+* real time (default): a timer at the camera rate steps the car with the latest command, renders, and publishes
+  the frame. A slow graph drops frames and reacts late, as it would on the car.
+* lockstep: the simulator waits for the command computed from frame k (the command's header carries frame k's
+  stamp) before it steps and renders frame k+1, applying commands with one frame of delay exactly as
+  ``jetracer-trt sim eval`` does. Every frame reaches the model and the run does not depend on how fast the machine
+  is: for tests, evaluation and slow laptops. A frame that gets no command within ``lockstep_timeout_s`` (lost, or
+  the graph still starting) is published again.
+
+Frames are stamped with the wall-clock time they were rendered, as a real camera stamps its capture, and the same
+time goes out on /clock, so the graph runs with use_sim_time and capture-to-command latency is measured the same
+way in both modes. Laps and off-track events go to /diagnostics and the log.
 """
 from __future__ import annotations
 
@@ -17,7 +27,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
 from ..sim import SimWorld
-from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for
+from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for, stamp_to_ns, steady_timer
 from .image_msg import rgb_to_image
 
 
@@ -30,6 +40,10 @@ class SimNode(Node):
         self.frame_id = declare(self, "frame_id", "camera", "frame_id of the published images")
         self.cmd_timeout_s = declare(self, "cmd_timeout_s", 0.5, "no /cmd for this long: the car coasts to a stop "
                                      "with the wheels straight, as a receiver failsafe does", 0.05, 10.0)
+        self.lockstep = declare(self, "lockstep", False, "wait for the command of each frame before the next one "
+                                "(deterministic, machine-speed independent); false: real time", read_only=True)
+        self.lockstep_timeout_s = declare(self, "lockstep_timeout_s", 1.0, "lockstep: publish a frame again when "
+                                          "no command for it came within this time", 0.05, 60.0)
         self.world = SimWorld(self.track_seed, randomize=randomize, run_seed=run_seed)
         self.rate_hz = self.world.rate_hz
         self.image_pub = self.create_publisher(Image, "camera/image_raw", LATEST_ONLY)
@@ -45,18 +59,37 @@ class SimNode(Node):
         self._system_clock = RosClock(clock_type=ClockType.SYSTEM_TIME)
         self._laps_reported = 0
         self._off_reported = 0
-        # the timer runs on the wall clock: this node *is* the clock of a simulated graph
-        self.create_timer(1.0 / self.rate_hz, self.tick, clock=RosClock(clock_type=ClockType.STEADY_TIME))
+        self.republished = 0  # lockstep: frames published again for want of a command
+        self._frame_stamp_ns = 0  # lockstep: stamp of the current frame's first publication
+        self._published_at = 0.0
+        # timers run on the steady clock: this node *is* the clock of a simulated graph
+        if self.lockstep:
+            self.applied = (0.0, 0.0)  # the command acting on the world: one frame behind, as in `sim eval`
+            steady_timer(self, 0.05, self.check_lockstep_timeout)
+            self.publish_frame()
+        else:
+            steady_timer(self, 1.0 / self.rate_hz, self.tick)
         self.get_logger().info(f"track seed {self.track_seed}, {self.world.track.length:.1f} m, "
-                               f"randomize={randomize}, {self.rate_hz:.0f} Hz")
-
+                               f"randomize={randomize}, {self.rate_hz:.0f} Hz, {'lockstep' if self.lockstep else 'real time'}")
 
     def on_cmd(self, msg: TwistStamped) -> None:
         steering, throttle = -msg.twist.angular.z, msg.twist.linear.x  # ROS: angular.z > 0 turns left
-        if math.isfinite(steering) and math.isfinite(throttle):
-            self.command = (steering, throttle)
-            self.commands_received += 1
-            self._last_cmd = time.monotonic()
+        if not (math.isfinite(steering) and math.isfinite(throttle)):
+            return
+        self.command = (steering, throttle)
+        self.commands_received += 1
+        self._last_cmd = time.monotonic()
+        if self.lockstep and stamp_to_ns(msg.header.stamp) >= self._frame_stamp_ns > 0:
+            # the command of the current frame: it acts after the next frame is taken (one frame of delay)
+            self._frame_stamp_ns = 0
+            self.world.step(*self.applied)
+            self.applied = self.command
+            self.publish_frame()
+
+    def check_lockstep_timeout(self) -> None:
+        if self._frame_stamp_ns and time.monotonic() - self._published_at > self.lockstep_timeout_s:
+            self.republished += 1
+            self.publish_frame(again=True)
 
     def capture_stamp(self):
         """The frame's stamp: the wall-clock time it was rendered, as a real camera stamps its capture. /clock
@@ -65,15 +98,23 @@ class SimNode(Node):
         return self._system_clock.now().to_msg()
 
     def tick(self) -> None:
+        """Real time: one camera period with the latest command."""
         if time.monotonic() - self._last_cmd > self.cmd_timeout_s:
             self.command = (0.0, 0.0)
         if self._started:  # the first frame is taken before any step
             self.world.step(*self.command)
         self._started = True
+        self.publish_frame()
+
+    def publish_frame(self, again: bool = False) -> None:
+        """Renders the current state (unless publishing the same frame ``again``) and publishes it with a new
+        capture stamp, the pose and /clock."""
         stamp = self.capture_stamp()
         self.clock_pub.publish(Clock(clock=stamp))
-        frame = self.world.observe()
-        rgb_to_image(frame, self._image)
+        if not again:
+            rgb_to_image(self.world.observe(), self._image)
+            self._frame_stamp_ns = stamp_to_ns(stamp)
+        self._published_at = time.monotonic()
         self._image.header.stamp = stamp
         self._image.header.frame_id = self.frame_id
         self.image_pub.publish(self._image)
@@ -83,7 +124,7 @@ class SimNode(Node):
         pose.pose.position.x, pose.pose.position.y = s.x, s.y
         pose.pose.orientation.z, pose.pose.orientation.w = math.sin(s.yaw / 2), math.cos(s.yaw / 2)
         self.pose_pub.publish(pose)
-        if self.world.stats.frames % int(self.rate_hz) == 0:
+        if not again and self.world.stats.frames % int(self.rate_hz) == 0:
             self.report()
 
     def report(self) -> None:
@@ -92,8 +133,9 @@ class SimNode(Node):
             self.get_logger().info(f"laps {m['laps_completed']}, off-track events {m['off_track_events']}")
             self._laps_reported, self._off_reported = m["laps_completed"], m["off_track_events"]
         m["commands_received"] = self.commands_received
+        m["mode"] = "lockstep" if self.lockstep else "real time"
+        m["frames_published_again"] = self.republished
         self.diag_pub.publish(diagnostics(self, "jetracer_trt/sim", m))
-
 
     def shutdown(self) -> None:
         self.report()  # the final score, for whoever sums the run up
