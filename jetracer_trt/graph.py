@@ -16,7 +16,8 @@ ACTUATORS = ("pca9685", "sim", "none")
 DRIVE_ARGUMENTS = {
     "source": ("sim", "camera source: csi (Jetson CSI camera), v4l2 (USB), video (a file), folder (images) or sim"),
     "model": ("", "ONNX model (empty: the shipped models/road_following.onnx)"),
-    "backend": ("onnxruntime", "inference backend"),
+    "backend": ("auto", "inference backend: auto (a valid TensorRT engine beside the model, else the CUDA GPU, else "
+                        "the CPU), onnxruntime, torch, tensorrt or torch2trt"),
     "actuator": ("", "pca9685 (the car), sim or none (empty: sim with source sim, else pca9685)"),
     "params_file": ("", "ROS 2 parameters YAML applied to every node (overrides the defaults)"),
     "check": ("false", "wheels-up check: throttle forced to 0, target and steering logged"),
@@ -48,7 +49,7 @@ def _flag(value) -> bool:
     raise JetracerError(f"expected true or false, got {value!r}")
 
 
-def drive_graph(source: str = "sim", model: str = "", backend: str = "onnxruntime", actuator: str = "",
+def drive_graph(source: str = "sim", model: str = "", backend: str = "auto", actuator: str = "",
                 check=False, track_seed=1001, randomize=False, lockstep=False, device: str = "",
                 params_file: str = "") -> list[NodeSpec]:
     """The nodes of the drive graph for these launch arguments (``params_file`` is applied by the caller)."""

@@ -37,19 +37,30 @@ def engine_class(backend: str) -> type[InferenceEngine]:
 
 
 def create_engine(backend: str, model_path, **options) -> InferenceEngine:
-    """An engine for ``backend`` loaded from ``model_path``.
+    """An engine for ``backend`` loaded from ``model_path``; ``auto`` picks the backend and file (``select.py``)
+    and logs what it picked and why.
 
     ``options`` are the common ones (``max_batch``, ``threads``, ``precision``, ``device``) plus a backend's own;
     those the chosen backend does not take (``threads`` for a GPU backend) are ignored, so callers never branch on
     the backend.
     """
+    selection = ""
+    if backend == "auto":
+        from .select import choose_backend
+
+        choice = choose_backend(model_path)
+        selection = choice.explain()
+        log.info("%s", selection)
+        backend, model_path = choice.backend, choice.model
     cls = engine_class(backend)
     accepted = inspect.signature(cls.__init__).parameters
     used = {k: v for k, v in options.items() if k in accepted}
     ignored = sorted(set(options) - set(used))
     if ignored:
         log.debug("%s backend ignores options %s", backend, ", ".join(ignored))
-    return cls(model_path, **used)
+    engine = cls(model_path, **used)
+    engine.selection = selection
+    return engine
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "InferenceEngine", "create_engine", "engine_class"]

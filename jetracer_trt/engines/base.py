@@ -42,6 +42,7 @@ class InferenceEngine(abc.ABC):
         self.precision = "fp32"  # what the model computes in; backends set their own
         self.device = "cpu"      # where it runs, in words ("cpu", "cuda:0 NVIDIA H200", ...)
         self.last_model_ms = 0.0  # model-only time of the last call, for latency reports
+        self.selection = ""      # with backend auto: what was picked and why (set by create_engine)
 
     # -- what a backend implements ------------------------------------------------------------------------------
     @abc.abstractmethod

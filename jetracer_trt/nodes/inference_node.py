@@ -23,8 +23,10 @@ from .image_msg import MalformedImage, image_to_rgb
 class InferenceNode(Node):
     def __init__(self):
         super().__init__("inference")
-        model = declare(self, "model", "", "ONNX model path (empty: the shipped models/road_following.onnx)")
-        backend = declare(self, "backend", "onnxruntime", "inference backend")
+        model = declare(self, "model", "", "model file (empty: the shipped models/road_following.onnx; with backend "
+                        "auto, converted files beside it are found)", read_only=True)
+        backend = declare(self, "backend", "auto", "inference backend: auto (a valid TensorRT engine, else CUDA, else "
+                          "CPU), onnxruntime, torch, tensorrt or torch2trt", read_only=True)
         threads = declare(self, "threads", 0, "CPU threads for inference (0: all cores)", 0, 64)
         self.deadline_ms = declare(self, "deadline_ms", 33.0, "latency budget per frame; overruns are counted", 1.0, 1000.0)
         self.any_size = declare(self, "accept_any_size", False, "resize frames of another size instead of skipping "
@@ -40,7 +42,7 @@ class InferenceNode(Node):
         self._model_ms = deque(maxlen=300)
         self.frames = self.malformed = self.overruns = 0
         steady_timer(self, 1.0, self.report)
-        self.get_logger().info(f"{self.engine.name} engine ready ({model or default_model_path()})")
+        self.get_logger().info(f"{self.engine.describe()} ready{': ' + self.engine.selection if self.engine.selection else ''}")
 
     def on_image(self, msg: Image) -> None:
         try:
