@@ -51,15 +51,14 @@ def cuda_available() -> bool:
 
 
 def tensorrt_engine_problems(engine: Path, source: Path | None) -> list[str]:
-    """Why ``engine`` cannot run here (empty when it can): its sidecar against this machine and ``source``."""
-    from .sidecar import check_sidecar, current_platform, read_sidecar
+    """Why ``engine`` cannot run here (empty when it can): the same sidecar checks the engine makes at load."""
+    from .sidecar import checked_sidecar
 
     try:
-        sidecar = read_sidecar(engine)
-        platform = current_platform()
-    except (JetracerError, ImportError) as exc:
+        checked_sidecar(engine, backend="tensorrt", max_batch=1, source=source)
+    except JetracerError as exc:
         return [str(exc)]
-    return check_sidecar(sidecar, source_path=source, **platform)
+    return []
 
 
 def choose_backend(model_path) -> Choice:

@@ -1,0 +1,90 @@
+"""torch2trt backend, the talk's path: a saved ``TRTModule`` state dict (``.trt.pth``) called like a PyTorch module.
+
+The sidecar is checked exactly as for ``tensorrt`` (GPU, TensorRT version, file, source checkpoint) before anything
+is imported. Frames are staged by ``CudaFrameStager`` into a float32 input (torch2trt keeps the dtype of the example
+input it was converted with), the module runs on this engine's own CUDA stream, its output is copied into a pinned
+host buffer, and the host waits once. ``TRTModule.forward`` sets the input shape and allocates its output tensor on
+every call (from PyTorch's caching allocator, so no cudaMalloc after the first call); the ``tensorrt`` backend,
+which preallocates everything and can replay CUDA graphs, is the one to use when that matters.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import JetracerError
+from . import sidecar as sidecars
+from .base import InferenceEngine
+
+TORCH2TRT_INSTALL_HINT = (
+    "it is not on PyPI and installs from source: git clone https://github.com/NVIDIA-AI-IOT/torch2trt && "
+    "cd torch2trt && python3 setup.py install (on a Jetson, with JetPack's TensorRT and PyTorch); or use the "
+    "tensorrt backend, which needs only TensorRT"
+)
+
+
+def import_torch2trt():
+    """The ``torch2trt`` module; JetracerError saying how to install it when it is not importable."""
+    try:
+        import torch2trt
+    except ImportError as exc:
+        raise JetracerError(f"torch2trt is not importable ({exc}); {TORCH2TRT_INSTALL_HINT}") from None
+    except AttributeError as exc:  # it subclasses trt.IInt8Calibrator, which TensorRT 11 removed
+        raise JetracerError(f"torch2trt does not work with the TensorRT installed here ({exc}): it needs TensorRT "
+                            "10 or older; use the tensorrt backend") from None
+    return torch2trt
+
+
+class Torch2TRTEngine(InferenceEngine):
+    name = "torch2trt"
+
+    def __init__(self, model_path: str | os.PathLike, max_batch: int = 1, source: str | os.PathLike | None = None):
+        """``model_path``: a ``TRTModule`` state dict saved by ``jetracer-trt convert --via torch2trt`` (its sidecar
+        beside it). ``source``: the checkpoint it must have been converted from (checked by hash; None: not
+        checked)."""
+        super().__init__(max_batch)
+        path = Path(model_path)
+        self.sidecar = sidecars.checked_sidecar(path, backend=self.name, max_batch=max_batch, source=source)
+        torch2trt = import_torch2trt()
+        import torch
+
+        from .cuda_stage import CudaFrameStager
+
+        self._torch = torch
+        self.precision = str(self.sidecar["precision"])
+        device = torch.cuda.current_device()
+        self.device = f"cuda:{device} {torch.cuda.get_device_name(device)}"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - pickle/zip errors of a damaged file come in many types
+            raise JetracerError(f"{path} is not a readable torch2trt state dict ({str(exc).splitlines()[0]})") from None
+        self._module = torch2trt.TRTModule()
+        self._module.load_state_dict(state)
+        if getattr(self._module, "engine", None) is None:
+            raise JetracerError(f"TensorRT could not deserialize the engine in {path} (see its log above); rebuild "
+                                f"it with: {sidecars.rebuild_command(path, self.sidecar)}")
+        if len(self._module.input_names) != 1 or len(self._module.output_names) != 1:
+            raise JetracerError(f"{path} has inputs {self._module.input_names} and outputs "
+                                f"{self._module.output_names}; expected one input (image) and one output (target)")
+        self._stream = torch.cuda.Stream()
+        self._stager = CudaFrameStager(max_batch, self.height, self.width, dtype=torch.float32, device="cuda")
+        self._host_out = torch.empty((max_batch, 2), dtype=torch.float32, pin_memory=True)
+        self._result = self._host_out.numpy()
+
+    def _stage(self, frames: Sequence[np.ndarray], n: int) -> None:
+        self._stager.load(frames, n)
+        with self._torch.cuda.stream(self._stream):
+            self._stager.upload(n)
+
+    def _execute(self, n: int) -> np.ndarray:
+        with self._torch.cuda.stream(self._stream):  # TRTModule enqueues on the current stream
+            out = self._module(self._stager.input[:n])
+            if tuple(out.shape) != (n, 2):
+                raise JetracerError(f"the torch2trt module gave an output of shape {tuple(out.shape)} for a batch of "
+                                    f"{n}, expected ({n}, 2)")
+            self._host_out[:n].copy_(out, non_blocking=True)
+        self._stream.synchronize()
+        return self._result[:n]
