@@ -12,7 +12,7 @@ import sys
 
 from ..errors import JetracerError
 
-VERB_MODULES = ("sim", "launch", "calibrate", "data", "train", "export")
+VERB_MODULES = ("sim", "launch", "calibrate", "data", "train", "export", "convert", "benchmark")
 
 DESCRIPTION = """\
 Self-driving JetRacer-style car: a ResNet18 looks at the camera frame and predicts the point on the road to steer
@@ -26,6 +26,10 @@ Typical workflow:
   jetracer-trt train --data data --out runs/r1   train the road-following ResNet18 (GPU recommended)
   jetracer-trt export --checkpoint runs/r1/best.pt --out model.onnx
                                                  export to ONNX, verified against PyTorch
+  jetracer-trt convert --backend tensorrt --precision fp16 --out models/road_following.fp16.engine
+                                                 build a faster model for this machine (on the car)
+  jetracer-trt benchmark --batch 1,8             time every backend that runs here against PyTorch
+  jetracer-trt launch drive                      run the ROS 2 drive graph (camera, inference, control)
 Run `jetracer-trt <verb> --help` for each verb's options.
 """
 

@@ -8,7 +8,6 @@ machine has an NVIDIA GPU.
 """
 from __future__ import annotations
 
-import glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,6 @@ from .artifacts import converted_path
 
 log = logging.getLogger(__name__)
 
-# device nodes of NVIDIA's desktop driver and of Jetson's integrated GPU: no GPU, no need to import torch to ask
-_GPU_DEVICE_NODES = ("/dev/nvidia[0-9]*", "/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvgpu/igpu0")
 _DIRECT = {".engine": "tensorrt", ".plan": "tensorrt", ".pt2": "torch"}
 
 
@@ -36,11 +33,22 @@ class Choice:
 
 
 def has_nvidia_gpu() -> bool:
-    return any(glob.glob(pattern) for pattern in _GPU_DEVICE_NODES)
+    """True when the CUDA driver reports a GPU. Asks the driver (libcuda) directly: no torch import, and a car with
+    TensorRT but without PyTorch is still seen as a GPU machine."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    return False
 
 
 def cuda_available() -> bool:
-    """True when PyTorch can use a CUDA GPU (checked only when the machine has NVIDIA GPU device nodes)."""
+    """True when PyTorch can use a CUDA GPU (torch is imported only when the driver reports one)."""
     if not has_nvidia_gpu():
         return False
     try:
