@@ -29,9 +29,13 @@ setup(
     extras_require={
         "plot": ["matplotlib"],
         "train": ["torch", "torchvision", "onnx", "matplotlib"],
+        # explicit Q/DQ INT8 ONNX for TensorRT (NVIDIA ModelOpt's ONNX PTQ). Its own [onnx] extra pins older onnx and
+        # onnxruntime-gpu, so the pieces its ONNX path needs are listed here instead
+        "quantize": ["nvidia-modelopt", "onnx-graphsurgeon", "onnxslim", "onnxscript", "lief"],
         # ROS 2 (Kilted) client library and message packages as wheels: the graph without a ROS 2 install
         "ros": ROS_WHEELS,
-        "test": ["pytest", "torch", "torchvision", "onnx", "matplotlib"] + ROS_WHEELS,
+        "test": ["pytest", "torch", "torchvision", "onnx", "matplotlib", "nvidia-modelopt", "onnx-graphsurgeon",
+                 "onnxslim", "onnxscript", "lief"] + ROS_WHEELS,
     },
     zip_safe=True,
     tests_require=["pytest"],

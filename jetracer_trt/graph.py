@@ -26,6 +26,7 @@ DRIVE_ARGUMENTS = {
     "lockstep": ("false", "the simulator waits for each frame's command before the next frame: every frame is "
                           "used and the run does not depend on the machine's speed (source sim)"),
     "device": ("", "camera device, file or folder (source v4l2, video or folder)"),
+    "plot": ("", "PNG file the simulator draws the driven path into when it stops (source sim)"),
 }
 
 
@@ -51,7 +52,7 @@ def _flag(value) -> bool:
 
 def drive_graph(source: str = "sim", model: str = "", backend: str = "auto", actuator: str = "",
                 check=False, track_seed=1001, randomize=False, lockstep=False, device: str = "",
-                params_file: str = "") -> list[NodeSpec]:
+                plot: str = "", params_file: str = "") -> list[NodeSpec]:
     """The nodes of the drive graph for these launch arguments (``params_file`` is applied by the caller)."""
     if source not in SOURCES:
         raise JetracerError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -66,7 +67,8 @@ def drive_graph(source: str = "sim", model: str = "", backend: str = "auto", act
     common = {"use_sim_time": sim}  # the simulator publishes /clock
     if sim:
         frames = NodeSpec("sim", "sim_node", "jetracer_trt.nodes.sim_node",
-                          {"track_seed": track_seed, "randomize": _flag(randomize), "lockstep": _flag(lockstep)})
+                          {"track_seed": track_seed, "randomize": _flag(randomize), "lockstep": _flag(lockstep),
+                           "plot": plot})
     else:
         camera = {"source": source}
         if device:

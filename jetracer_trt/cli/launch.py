@@ -29,6 +29,10 @@ def run_drive(args: argparse.Namespace) -> int:
     from ..launcher import run_graph
 
     graph_args = {name: getattr(args, name) for name in DRIVE_ARGUMENTS if name != "params_file"}
+    if args.plot:  # fail now, not after the drive
+        from ..sim.visualize import ensure_parent_dir
+
+        ensure_parent_dir(args.plot)
     specs = drive_graph(**graph_args)
     until = None
     if args.laps:
@@ -38,7 +42,12 @@ def run_drive(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         lat = summary["e2e_latency_ms"]
-        print(f"stopped: {summary['stopped_because']}; frames {summary['frames']}, dropped {summary['dropped_frames']}, "
-              f"capture->command latency p50 {lat['p50']} ms p99 {lat['p99']} ms, laps {summary['laps_completed']}, "
-              f"off-track events {summary['off_track_events']}")
+        if summary["laps_completed"] is not None:
+            print(f"laps {summary['laps_completed']}, off-track events {summary['off_track_events']}")
+        latency = (f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms" if lat["p50"] is not None else "none measured")
+        print(f"frames {summary['frames']} reached the model, {summary['dropped_frames']} dropped; "
+              f"camera capture -> control command latency {latency}")
+        print(f"stopped: {summary['stopped_because']}")
+        if args.plot and summary["laps_completed"] is not None:
+            print(f"plot of the driven path: {args.plot}")
     return 0

@@ -23,8 +23,11 @@ def register(subparsers) -> None:
                     "rate with one frame of delay. Off-track (car centre beyond half the road width) puts the car "
                     "back on the road and counts an event.",
     )
-    ev.add_argument("--model", help="ONNX model (default: the shipped models/road_following.onnx)")
-    ev.add_argument("--backend", default="onnxruntime", help="inference backend (default: onnxruntime)")
+    ev.add_argument("--model", help="model file (default: the shipped models/road_following.onnx; with backend auto, "
+                    "the converted files beside it are found)")
+    ev.add_argument("--backend", default="auto", help="inference backend: auto (a valid TensorRT engine, else the "
+                    "CUDA GPU, else the CPU, with the INT8 model when there is one), onnxruntime, torch, tensorrt or "
+                    "torch2trt (default: auto)")
     ev.add_argument("--track-seed", type=int, default=1001, help="which generated track to drive (default: 1001)")
     ev.add_argument("--laps", type=int, default=3, help="laps to drive (default: 3)")
     ev.add_argument("--randomize", action="store_true", help="domain randomization: floor, tape, light, clutter, "
@@ -97,11 +100,11 @@ def run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(metrics))
         return 0
     inf = metrics["inference_ms"]
-    print(f"track seed {args.track_seed}{' (randomized)' if args.randomize else ''}, model {model}")
+    print(f"track seed {args.track_seed}{' (randomized)' if args.randomize else ''}, model {engine.model_path}")
     print(f"  laps {metrics['laps_completed']}/{args.laps}, off-track events {metrics['off_track_events']}, "
           f"|cross-track error| mean {metrics['mean_abs_cte_m']:.3f} m max {metrics['max_abs_cte_m']:.3f} m")
     print(f"  mean speed {metrics['mean_speed_mps']:.2f} m/s over {metrics['frames']} frames, "
-          f"inference p50 {inf['p50']:.1f} ms p99 {inf['p99']:.1f} ms ({engine.name})")
+          f"inference p50 {inf['p50']:.1f} ms p99 {inf['p99']:.1f} ms ({engine.describe()})")
     if args.plot:
         print(f"  plot: {args.plot}")
     if args.video:

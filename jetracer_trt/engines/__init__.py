@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+from pathlib import Path
 
 from ..errors import JetracerError
 from .base import PRECISIONS, InferenceEngine
@@ -60,6 +61,7 @@ def create_engine(backend: str, model_path, **options) -> InferenceEngine:
         log.debug("%s backend ignores options %s", backend, ", ".join(ignored))
     engine = cls(model_path, **used)
     engine.selection = selection
+    engine.model_path = Path(model_path)
     return engine
 
 

@@ -43,6 +43,7 @@ class InferenceEngine(abc.ABC):
         self.device = "cpu"      # where it runs, in words ("cpu", "cuda:0 NVIDIA H200", ...)
         self.last_model_ms = 0.0  # model-only time of the last call, for latency reports
         self.selection = ""      # with backend auto: what was picked and why (set by create_engine)
+        self.model_path = None   # the file loaded (set by create_engine)
 
     # -- what a backend implements ------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -91,8 +92,8 @@ class InferenceEngine(abc.ABC):
                 self.infer_batch(frames[:n])
 
     def describe(self) -> str:
-        """One line for logs: backend, precision, device."""
-        return f"{self.name} {self.precision} on {self.device}"
+        """One line for logs: backend, precision, device and model file."""
+        return f"{self.name} {self.precision} on {self.device}" + (f" ({self.model_path.name})" if self.model_path else "")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends free everything on garbage collection
         """Releases the backend's resources."""

@@ -97,6 +97,6 @@ def choose_backend(model_path) -> Choice:
         passed_over.append(f"CUDA GPU, but no {checkpoint.name} for PyTorch")
     int8 = converted_path(source, "onnxruntime", "int8")
     if model.suffix == ".onnx" and model != int8 and int8.exists():
-        return Choice("onnxruntime", int8, "no CUDA GPU: ONNX Runtime with the verified INT8 model (about 3x faster "
-                      "than FP32 on a CPU)", passed_over)
+        return Choice("onnxruntime", int8, "no CUDA GPU: ONNX Runtime with the verified INT8 model (faster than "
+                      "FP32 on a CPU)", passed_over)
     return Choice("onnxruntime", model, "ONNX Runtime with the model as given", passed_over)

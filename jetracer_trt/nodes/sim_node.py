@@ -42,6 +42,8 @@ class SimNode(Node):
                                      "with the wheels straight, as a receiver failsafe does", 0.05, 10.0)
         self.lockstep = declare(self, "lockstep", False, "wait for the command of each frame before the next one "
                                 "(deterministic, machine-speed independent); false: real time", read_only=True)
+        self.plot = declare(self, "plot", "", "PNG file to draw the driven path into when the node stops (empty: "
+                            "none)", read_only=True)
         self.lockstep_timeout_s = declare(self, "lockstep_timeout_s", 1.0, "lockstep: publish a frame again when "
                                           "no command for it came within this time", 0.05, 60.0)
         self.world = SimWorld(self.track_seed, randomize=randomize, run_seed=run_seed)
@@ -139,6 +141,14 @@ class SimNode(Node):
 
     def shutdown(self) -> None:
         self.report()  # the final score, for whoever sums the run up
+        if self.plot:
+            from ..sim.visualize import plot_run
+
+            m = self.world.metrics()
+            plot_run(self.world, self.plot, title=f"track seed {self.track_seed}, ROS 2 graph "
+                     f"({'lockstep' if self.lockstep else 'real time'}): {m['laps_completed']} laps, "
+                     f"{m['off_track_events']} off-track")
+            self.get_logger().info(f"plot of the driven path: {self.plot}")
 
 
 main = main_for(SimNode)
