@@ -118,18 +118,20 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 # -- the frame stager ----------------------------------------------------------------------------------------------
 
 
-def _mixed_frames():
+def _mixed_frames_and_reference():
+    """Three frames (one of another size, resized) and what the CPU Preprocessor makes of them."""
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(2)]
-    return frames + [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)]  # another size: resized
+    frames.append(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    pre = Preprocessor(max_batch=4)
+    for i, frame in enumerate(frames):
+        pre.write(frame, i)
+    return frames, pre
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda_only)])
 def test_stager_arithmetic_equals_preprocessor(device):
-    frames = _mixed_frames()
-    pre = Preprocessor(max_batch=4)
-    for i, frame in enumerate(frames):
-        pre.write(frame, i)
+    frames, pre = _mixed_frames_and_reference()
     stager = CudaFrameStager(4, 224, 224, dtype=torch.float32, device=device)
     stager.load(frames, 3)
     out = stager.upload(3)
@@ -139,10 +141,7 @@ def test_stager_arithmetic_equals_preprocessor(device):
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda_only)])
 def test_stager_fp16_channels_last_is_the_fp32_result_rounded_once(device):
-    frames = _mixed_frames()
-    pre = Preprocessor(max_batch=4)
-    for i, frame in enumerate(frames):
-        pre.write(frame, i)
+    frames, pre = _mixed_frames_and_reference()
     stager = CudaFrameStager(4, 224, 224, dtype=torch.float16, device=device, channels_last=True)
     assert stager.input.is_contiguous(memory_format=torch.channels_last)
     assert stager.host.is_pinned() == (device == "cuda")

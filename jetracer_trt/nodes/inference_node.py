@@ -27,11 +27,13 @@ class InferenceNode(Node):
                         "auto, converted files beside it are found)", read_only=True)
         backend = declare(self, "backend", "auto", "inference backend: auto (a valid TensorRT engine, else CUDA, else "
                           "CPU), onnxruntime, torch, tensorrt or torch2trt", read_only=True)
-        threads = declare(self, "threads", 0, "CPU threads for inference (0: all cores)", 0, 64)
+        threads = declare(self, "threads", 0, "CPU threads for inference (0: all cores)", 0, 64, read_only=True)
+        spin = declare(self, "spin", False, "CPU backends: worker threads spin between frames (faster alone, but a "
+                       "spinning thread takes a core from the other nodes)", read_only=True)
         self.deadline_ms = declare(self, "deadline_ms", 33.0, "latency budget per frame; overruns are counted", 1.0, 1000.0)
         self.any_size = declare(self, "accept_any_size", False, "resize frames of another size instead of skipping "
                                 "them (better: resize in the camera node, once)")
-        self.engine = create_engine(backend, model or default_model_path(), threads=threads)
+        self.engine = create_engine(backend, model or default_model_path(), threads=threads, spin=spin)
         self.engine.warmup()
         self.input_hw = (self.engine.height, self.engine.width)
         self.target_pub = self.create_publisher(PointStamped, "road_target", LATEST_ONLY)
