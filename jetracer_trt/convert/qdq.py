@@ -13,9 +13,9 @@ on CPU); ModelOpt's default ``entropy`` gave 1.5e-2 where ``max`` gave 4.0e-3 (6
 Layers left unquantized are stored in FP16 (ModelOpt's default ``high_precision_dtype``), what a Jetson runs them
 in; the model's input and output stay float32.
 
-ModelOpt is imported only inside ``make_qdq_onnx``: install it with ``pip install nvidia-modelopt==0.47.0`` plus
-the ONNX packages listed in ``MODELOPT_HINT`` (its ``[onnx]`` extra pins onnx~=1.21 and onnxruntime-gpu~=1.24,
-which conflict with this project's onnx and onnxruntime pins).
+ModelOpt is imported only inside ``make_qdq_onnx``: the project's ``quantize`` extra installs it with the ONNX
+packages its ONNX path needs (``MODELOPT_HINT``); ModelOpt's own ``[onnx]`` extra pins onnx~=1.21 and
+onnxruntime-gpu~=1.24, which conflict with this project's onnx and onnxruntime pins.
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from .calibration import normalized_batch, plain_fp32_graph, record_quantization
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHOD = "max"
-MODELOPT_HINT = ("pip install nvidia-modelopt==0.47.0 onnx-graphsurgeon==0.6.1 polygraphy==0.53.6 "
-                 "onnxconverter-common==1.16.0 onnxslim==0.1.98 onnxscript==0.7.2 lief==1.0.0 cppimport==26.4.17")
+MODELOPT_HINT = ("pip install -c constraints.txt -e '.[quantize]' in the project's checkout (NVIDIA ModelOpt 0.47 with "
+                 "onnx-graphsurgeon, onnxslim, onnxscript and lief)")
 
 
 def make_qdq_onnx(source_onnx: Path, frames: np.ndarray, out: Path) -> Path:

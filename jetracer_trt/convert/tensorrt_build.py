@@ -128,12 +128,14 @@ def network_source(trt, request: ConvertRequest, work: Path) -> tuple[Path, bool
 
 def autocast_fp16(source: Path, out: Path) -> Path:
     """``source`` converted to mixed FP16 (FP32 where AutoCast finds FP16 unsafe; FP32 inputs and outputs)."""
+    from .qdq import MODELOPT_HINT
+
     try:
         import onnx
         from modelopt.onnx.autocast import convert_to_mixed_precision
     except ImportError as exc:
         raise JetracerError(f"TensorRT 11 builds FP16 engines only from an FP16 ONNX, made here with NVIDIA ModelOpt "
-                            f"AutoCast, which is not importable ({exc}); pip install 'nvidia-modelopt[onnx]'") from None
+                            f"AutoCast, which is not importable ({exc}); {MODELOPT_HINT}") from None
     onnx.save(convert_to_mixed_precision(onnx_path=str(source), low_precision_type="fp16", keep_io_types=True), out)
     return out
 
