@@ -41,7 +41,7 @@ import numpy as np
 
 from .config import default_model_path
 from .engines import BACKENDS, PRECISIONS, create_engine, engine_class
-from .engines.artifacts import converted_path
+from .engines.artifacts import checkpoint_path, converted_path
 from .errors import JetracerError
 from .verify import TOLERANCES, VERIFY_FRAMES, compare, engine_outputs, reference_outputs, verification_frames
 
@@ -143,7 +143,7 @@ def default_model(backend: str, precision: str, source: str | os.PathLike | None
     files beside the ONNX for the others."""
     onnx = Path(source) if source is not None else default_model_path()
     if backend == "torch":
-        return onnx.with_name(f"{onnx.name.split('.')[0]}.pt")
+        return checkpoint_path(onnx)
     if backend in ("onnxruntime", "tensorrt", "torch2trt"):
         return converted_path(onnx, backend, precision)
     raise JetracerError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS + ('auto',))}")

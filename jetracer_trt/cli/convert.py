@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -87,9 +86,10 @@ def register(subparsers) -> None:
 def default_source(backend: str, via: str | None) -> Path:
     """The shipped model a route starts from: the checkpoint for torch and torch2trt, the ONNX otherwise."""
     from ..config import default_model_path
+    from ..engines.artifacts import checkpoint_path
 
     onnx_path = default_model_path()
-    return onnx_path.with_suffix(".pt") if backend == "torch" or via == "torch2trt" else onnx_path
+    return checkpoint_path(onnx_path) if backend == "torch" or via == "torch2trt" else onnx_path
 
 
 def build_request(args: argparse.Namespace):
@@ -99,15 +99,7 @@ def build_request(args: argparse.Namespace):
     source = args.model if args.model is not None else default_source(args.backend, args.via)
     if not source.is_file():
         raise JetracerError(f"model file not found: {source}")
-    out = args.out
-    if out.is_dir():
-        raise JetracerError(f"--out {out} is a folder; give the file name to write")
-    if out.exists() and not args.force:
-        raise JetracerError(f"{out} already exists; pass --force to replace it")
-    if not out.parent.is_dir() and out.parent.exists():
-        raise JetracerError(f"cannot write {out}: {out.parent} is not a folder")
-    if out.parent.is_dir() and not os.access(out.parent, os.W_OK):
-        raise JetracerError(f"cannot write to {out.parent}: permission denied")
+    out = args.out  # each route checks it can write (and may replace) OUT: a stale TensorRT engine is rebuilt
     if args.calib is not None and not args.calib.is_dir():
         raise JetracerError(f"--calib {args.calib} is not a folder; give a dataset from `jetracer-trt sim collect` "
                             "or a folder of images")

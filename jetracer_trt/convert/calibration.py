@@ -8,7 +8,6 @@ No torch here; onnx and onnxruntime are imported only inside ``plain_fp32_graph`
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,6 @@ from ..errors import JetracerError
 from ..preprocess import Preprocessor
 from ..verify import MIN_FRAMES, verification_frames
 
-log = logging.getLogger(__name__)
 
 
 @dataclass

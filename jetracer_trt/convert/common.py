@@ -1,8 +1,11 @@
 """What every conversion takes and gives: one request, one result, whatever the backend."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..errors import JetracerError
 
 from ..verify import Comparison
 
@@ -44,3 +47,19 @@ class ConvertResult:
         return {"path": str(self.path), "backend": self.backend, "precision": self.precision,
                 "seconds": round(self.seconds, 2), "files": [str(f) for f in self.files],
                 "verification": self.comparison.as_dict()}
+
+
+def check_output(out: Path, force: bool) -> None:
+    """JetracerError unless ``out`` can be written: not a folder, its folder writable, not there (unless ``force``)."""
+    if out.is_dir():
+        raise JetracerError(f"--out {out} is a folder; give the file name to write")
+    if out.exists() and not force:
+        raise JetracerError(f"{out} already exists; pass --force to replace it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise JetracerError(f"cannot write {out}: {out.parent} is not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JetracerError(f"cannot create the folder of {out}: {exc.strerror or exc}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise JetracerError(f"cannot write to {out.parent}: permission denied")

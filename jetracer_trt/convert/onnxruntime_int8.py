@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from ..errors import JetracerError
 from ..fileio import atomic_path
 from ..verify import compare, engine_outputs, reference_outputs, require_match
 from .calibration import FrameBatches, plain_fp32_graph, record_quantization, split_frames
-from .common import ConvertRequest, ConvertResult
+from .common import ConvertRequest, ConvertResult, check_output
 
 log = logging.getLogger(__name__)
 
@@ -127,26 +126,12 @@ def check_request(request: ConvertRequest) -> None:
                             "`jetracer-trt export`")
     if not source.is_file():
         raise JetracerError(f"model file not found: {source}")
-    if out.suffix != ".onnx":
-        raise JetracerError(f"--out {out} must be an .onnx file (ONNX Runtime loads it by that name)")
     if out.resolve() == source.resolve():
         raise JetracerError(f"--out {out} is the source model; write the INT8 model beside it, e.g. "
                             f"{source.with_name(source.name.split('.')[0] + '.int8.onnx')}")
     check_output(out, request.force)
-
-
-def check_output(out: Path, force: bool) -> None:
-    """JetracerError unless ``out`` can be written: not a folder, its folder writable, not there (unless ``force``)."""
-    if out.is_dir():
-        raise JetracerError(f"--out {out} is a folder; give the file name to write")
-    if out.exists() and not force:
-        raise JetracerError(f"{out} already exists; pass --force to replace it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise JetracerError(f"cannot create the folder of {out}: {exc.strerror or exc}") from None
-    if not os.access(out.parent, os.W_OK):
-        raise JetracerError(f"cannot write to {out.parent}: permission denied")
+    if out.suffix != ".onnx":
+        raise JetracerError(f"--out {out} must be an .onnx file (ONNX Runtime loads it by that name)")
 
 
 def layer_precisions(proto) -> list[str]:

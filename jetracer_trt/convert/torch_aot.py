@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import JetracerError
 from ..fileio import atomic_path
-from .common import ConvertRequest, ConvertResult
+from .common import ConvertRequest, ConvertResult, check_output
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,7 @@ def _check_request(request: ConvertRequest, source: Path, out: Path) -> None:
         raise JetracerError(f"checkpoint {source} not found")
     if out.suffix != ".pt2":
         raise JetracerError(f"an AOTInductor package is a .pt2 file; --out {out} should end in .pt2")
-    if out.exists() and not request.force:
-        raise JetracerError(f"{out} already exists; pass --force to replace it")
-    if not out.parent.is_dir():
-        raise JetracerError(f"cannot write {out}: folder {out.parent} does not exist")
+    check_output(out, request.force)
     if request.max_batch < 1:
         raise JetracerError(f"--max-batch must be at least 1, got {request.max_batch}")
 

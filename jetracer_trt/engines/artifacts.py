@@ -12,6 +12,12 @@ from pathlib import Path
 SUFFIXES = {"onnxruntime": ".onnx", "tensorrt": ".engine", "torch2trt": ".trt.pth"}
 
 
+def checkpoint_path(source) -> Path:
+    """The PyTorch checkpoint ``source`` (an ``.onnx`` or a converted file) was made from: ``<stem>.pt`` beside it."""
+    source = Path(source)
+    return source.with_name(f"{source.name.split('.')[0]}.pt")
+
+
 def converted_path(source, backend: str, precision: str, device: str = "cuda") -> Path:
     """The conventional file name of ``source`` converted for ``backend`` at ``precision``."""
     source = Path(source)

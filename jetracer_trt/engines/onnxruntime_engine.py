@@ -2,7 +2,6 @@
 TensorRT execution providers when the installed build has them."""
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -13,7 +12,6 @@ from ..errors import JetracerError
 from ..preprocess import Preprocessor
 from .base import InferenceEngine
 
-log = logging.getLogger(__name__)
 
 # the order ONNX Runtime tries them in; those the installed build lacks are skipped
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

@@ -8,14 +8,12 @@ machine has an NVIDIA GPU.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import JetracerError
-from .artifacts import converted_path
+from .artifacts import checkpoint_path, converted_path
 
-log = logging.getLogger(__name__)
 
 _DIRECT = {".engine": "tensorrt", ".plan": "tensorrt", ".pt2": "torch"}
 
@@ -89,7 +87,7 @@ def choose_backend(model_path) -> Choice:
             passed_over.append(f"{engine.name} ({'; '.join(problems)})")
     if gpu and cuda_available():
         package = converted_path(source, "torch", "fp16", "cuda")
-        checkpoint = source.with_suffix(".pt")
+        checkpoint = checkpoint_path(source)
         for candidate, what in ((package, "an AOTInductor package"), (checkpoint, "the checkpoint")):
             if candidate.exists():
                 return Choice("torch", candidate, f"CUDA GPU without a TensorRT engine: PyTorch FP16 with CUDA graphs "
