@@ -34,7 +34,7 @@ setup(
         "quantize": ["nvidia-modelopt", "onnx-graphsurgeon", "onnxslim", "onnxscript", "lief"],
         # ROS 2 (Kilted) client library and message packages as wheels: the graph without a ROS 2 install
         "ros": ROS_WHEELS,
-        "test": ["pytest", "torch", "torchvision", "onnx", "matplotlib", "nvidia-modelopt", "onnx-graphsurgeon",
+        "test": ["pytest", "ruff", "torch", "torchvision", "onnx", "matplotlib", "nvidia-modelopt", "onnx-graphsurgeon",
                  "onnxslim", "onnxscript", "lief"] + ROS_WHEELS,
     },
     zip_safe=True,

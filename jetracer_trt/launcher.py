@@ -56,6 +56,9 @@ class Monitor:
         self.node = rclpy.create_node("launch_monitor")
         self.latencies_ms: list[float] = []
         self.latency_times: list[float] = []  # when each latency was seen, to show whether it drifts over a run
+        # Off once the graph starts stopping: the launcher then waits on processes without spinning, and commands
+        # read late would count that wait as latency (a few samples of 100+ ms at the end of every run).
+        self.recording = True
         self.started = time.monotonic()
         self.status: dict[str, dict[str, str]] = {}
         self._last_stamp = None
@@ -66,7 +69,8 @@ class Monitor:
         from .nodes.common import ms_since
 
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        if stamp != self._last_stamp and stamp != (0, 0):  # one latency per camera frame, at its first command
+        # one latency per camera frame, at its first command
+        if self.recording and stamp != self._last_stamp and stamp != (0, 0):
             self._last_stamp = stamp
             self.latencies_ms.append(ms_since(msg.header.stamp))
             self.latency_times.append(time.monotonic() - self.started)
@@ -164,6 +168,7 @@ def run_graph(specs: list[NodeSpec], duration_s: float | None = None, params_fil
         stop["why"] = "interrupted"
     finally:
         signal.signal(signal.SIGTERM, previous)
+        monitor.recording = False
         # the frame source first, then let the pipeline drain and every node report its final counts
         killed = stop_nodes(procs, names=[specs[0].name])
         drain_end = time.monotonic() + DRAIN_S

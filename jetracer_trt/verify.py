@@ -62,7 +62,8 @@ def _simulator_frames(count: int) -> list[np.ndarray]:
     from .sim import sample_frames
 
     half = count // 2  # plain and randomised (lighting, colours) tracks: both kinds the model will see
-    return list(sample_frames(half, seed=0, randomize=False)) + list(sample_frames(count - half, seed=1, randomize=True))
+    return (list(sample_frames(half, seed=0, randomize=False))
+            + list(sample_frames(count - half, seed=1, randomize=True)))
 
 
 def _folder_frames(root: Path, count: int) -> list[np.ndarray]:
@@ -112,7 +113,8 @@ def reference_outputs(source: str | os.PathLike, frames: np.ndarray) -> np.ndarr
     from .engines import create_engine
 
     backend = "onnxruntime" if Path(source).suffix == ".onnx" else "torch"
-    options = {"providers": ["CPUExecutionProvider"]} if backend == "onnxruntime" else {"device": "cpu", "precision": "fp32"}
+    options = ({"providers": ["CPUExecutionProvider"]} if backend == "onnxruntime"
+               else {"device": "cpu", "precision": "fp32"})
     with create_engine(backend, source, max_batch=8, **options) as engine:
         return engine_outputs(engine, frames)
 

@@ -272,10 +272,10 @@ def test_non_finite_commands_are_neutral_per_channel_with_one_warning(caplog):
 
 def test_exit_on_an_exception_goes_neutral_and_close_is_idempotent():
     act = NullActuator()
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(RuntimeError, match="boom"):
         with act:
             act.apply(0.5, 0.7)
-            1 / 0
+            raise RuntimeError("boom")
     assert act.last_command == NEUTRAL and act.history[-1] == NEUTRAL
     n = len(act.history)
     act.close()

@@ -72,7 +72,7 @@ def test_video_plays_every_frame_in_rgb_then_ends(video_path):
             source.read()
     red = frames[0]
     assert red[..., 0].mean() > 200 and red[..., 1].mean() < 50 and red[..., 2].mean() < 50  # RGB, not BGR
-    for frame, colour in zip(frames, (RED, GREEN, BLUE, WHITE, BLACK)):
+    for frame, colour in zip(frames, (RED, GREEN, BLUE, WHITE, BLACK), strict=True):
         assert_colour(frame, colour)
     assert source.frame_count == 5
     assert isinstance(source.capture_time, float) and abs(source.capture_time - time.time()) < 5
@@ -147,7 +147,7 @@ def test_folder_plays_in_natural_order_and_skips_corrupt_files(tmp_path, caplog)
         frames = [source.read().copy() for _ in range(3)]
         with pytest.raises(EndOfStream):
             source.read()
-    for frame, colour in zip(frames, (RED, GREEN, BLUE)):
+    for frame, colour in zip(frames, (RED, GREEN, BLUE), strict=True):
         assert_colour(frame, colour, tol=10)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("5.jpeg" in w and "skipping" in w for w in warnings)

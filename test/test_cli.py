@@ -28,8 +28,12 @@ def test_sim_eval_json_is_one_object_and_the_shipped_model_drives_a_clean_lap(tm
     assert len(lines) == 1
     metrics = json.loads(lines[0])
     assert set(metrics) == {"laps_completed", "off_track_events", "mean_abs_cte_m", "max_abs_cte_m",
-                            "mean_speed_mps", "frames", "inference_ms"}
+                            "mean_speed_mps", "frames", "inference_ms", "engine"}
     assert set(metrics["inference_ms"]) == {"p50", "p99"}
+    from jetracer_trt.engines.select import cuda_available
+
+    # backend auto: the shipped INT8 model on a CPU, PyTorch FP16 on a CUDA GPU
+    assert metrics["engine"].startswith("torch fp16 on cuda" if cuda_available() else "onnxruntime int8 on cpu")
     assert metrics["laps_completed"] == 1 and metrics["off_track_events"] == 0
     assert metrics["mean_speed_mps"] >= 1.0
     assert (tmp_path / "p.png").stat().st_size > 10_000
@@ -66,6 +70,20 @@ def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, argv, message):
     err = result.stderr.strip().splitlines()
     assert err and err[-1].startswith("error: ") and message in err[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_sim_eval_passes_the_precision_to_the_engine(tmp_path):
+    # torch on a CPU runs FP32 only: the asked-for FP16 must reach the engine and be refused, not silently dropped
+    from jetracer_trt.engines.select import cuda_available
+
+    if cuda_available():
+        pytest.skip("FP16 runs on this machine's GPU")
+    from jetracer_trt.config import default_model_path
+    from jetracer_trt.engines.artifacts import checkpoint_path
+
+    result = run_cli("sim", "eval", "--backend", "torch", "--model", str(checkpoint_path(default_model_path())),
+                     "--precision", "fp16", "--laps", "1")
+    assert result.returncode == 2 and "FP16 only on a CUDA GPU" in result.stderr
 
 
 def test_unwritable_plot_folder_is_reported_before_driving(tmp_path):

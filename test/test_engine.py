@@ -14,7 +14,8 @@ def tiny_model(path, hw=(224, 224), outputs=2):
     nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["flat"]),
              helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["target"])]
-    inits = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("starts", 0), ("ends", outputs), ("axes", 1))]
+    inits = [helper.make_tensor(n, TensorProto.INT64, [1], [v])
+             for n, v in (("starts", 0), ("ends", outputs), ("axes", 1))]
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *hw])],
         [helper.make_tensor_value_info("target", TensorProto.FLOAT, ["N", outputs])], inits)

@@ -92,7 +92,7 @@ def test_renderer_reaches_200_frames_per_second_on_one_core():
         world.observe()
         n = 200
         start = time.perf_counter()
-        for k in range(n):
+        for _ in range(n):
             world.car.state.yaw += 0.01
             world.observe()
         fps = n / (time.perf_counter() - start)

@@ -347,7 +347,7 @@ def test_engine_buffers_streams_and_graphs_with_a_stand_in(tmp_path, monkeypatch
     with TensorRTEngine(plan, max_batch=4, cuda_graphs=graphs) as engine:
         engine.warmup()
         assert engine.precision == "fp16" and engine.device.startswith("cuda:")
-        for frame, want in zip(frames, expected):  # a new frame each call: a stale graph input would show
+        for frame, want in zip(frames, expected, strict=True):  # a new frame each call: a stale graph input would show
             out = engine.infer(frame)
             assert out.dtype == np.float32
             np.testing.assert_allclose(out, want, atol=tolerance)

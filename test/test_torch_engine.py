@@ -211,7 +211,8 @@ def test_cuda_graph_replay_equals_eager(frames):
         with TorchEngine(CHECKPOINT, max_batch=4, cuda_graphs=graphs) as engine:
             engine.warmup()
             assert bool(engine._graphs) == graphs and (not graphs or set(engine._graphs) == {1, 4})
-            outputs[graphs] = (verify.engine_outputs(engine, frames), np.stack([engine.infer(f).copy() for f in frames[:3]]))
+            outputs[graphs] = (verify.engine_outputs(engine, frames),
+                               np.stack([engine.infer(f).copy() for f in frames[:3]]))
     np.testing.assert_allclose(outputs[True][0], outputs[False][0], rtol=0, atol=1e-6)
     np.testing.assert_allclose(outputs[True][1], outputs[False][1], rtol=0, atol=1e-6)
 
@@ -270,3 +271,9 @@ def test_a_crashing_child_is_a_clear_error():
     crash = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
     with pytest.raises(JetracerError, match=r"loading crashed \(SIGSEGV\).*nothing was written"):
         torch_aot.run_child(crash, "loading")
+
+
+def test_a_stuck_child_is_stopped_with_a_clear_error():
+    stuck = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with pytest.raises(JetracerError, match=r"loading had not finished after 1 s.*nothing was written"):
+        torch_aot.run_child(stuck, "loading", timeout_s=1)

@@ -1,4 +1,5 @@
-"""``jetracer-trt sim``: drive the simulated car with a model (eval), record expert data (collect), time the renderer."""
+"""``jetracer-trt sim``: drive the simulated car with a model (eval), record expert data (collect), time the
+renderer."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,9 @@ def register(subparsers) -> None:
     ev.add_argument("--backend", default="auto", help="inference backend: auto (a valid TensorRT engine, else the "
                     "CUDA GPU, else the CPU, with the INT8 model when there is one), onnxruntime, torch, tensorrt or "
                     "torch2trt (default: auto)")
+    ev.add_argument("--precision", choices=("fp32", "fp16"),
+                    help="precision for a backend that picks it at load (torch on a CUDA GPU: default fp16); "
+                    "the other backends run the precision their model file was converted to")
     ev.add_argument("--track-seed", type=int, default=1001, help="which generated track to drive (default: 1001)")
     ev.add_argument("--laps", type=int, default=3, help="laps to drive (default: 3)")
     ev.add_argument("--randomize", action="store_true", help="domain randomization: floor, tape, light, clutter, "
@@ -74,7 +78,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.plot:  # fail before driving, not after
         ensure_parent_dir(args.plot)
     model = args.model or default_model_path()
-    engine = create_engine(args.backend, model, threads=args.threads)
+    options = {"precision": args.precision} if args.precision else {}
+    engine = create_engine(args.backend, model, threads=args.threads, **options)
     engine.warmup()
     world = SimWorld(args.track_seed, randomize=args.randomize, run_seed=args.run_seed)
     params = ControlParams.from_config()
@@ -97,7 +102,7 @@ def run_eval(args: argparse.Namespace) -> int:
         plot_run(world, args.plot, title=f"track seed {args.track_seed}{' randomized' if args.randomize else ''}: "
                  f"{metrics['laps_completed']} laps, {metrics['off_track_events']} off-track")
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps({**metrics, "engine": engine.describe()}))
         return 0
     inf = metrics["inference_ms"]
     print(f"track seed {args.track_seed}{' (randomized)' if args.randomize else ''}, model {engine.model_path}")

@@ -5,9 +5,11 @@ ahead of time by AOTInductor for CUDA when PyTorch sees a GPU (FP32 or FP16: mod
 else for the CPU (FP32 only). Loading the package takes seconds, so a car without TensorRT starts quickly instead of
 compiling at start-up. The package is checked through ``TorchEngine`` against the FP32 checkpoint on real frames
 and written (atomically) only if it agrees within the tolerance of its precision. The check runs in a child
-process: loading a broken package can crash the process that loads it (seen with PyTorch 2.11: SIGSEGV inside the
-generated library), and that must end as a clear error with nothing written, not as a dead ``convert``. Its precision, device and input
-layout are stored in the package's own metadata (``AOTICompiledModel.get_metadata()``), which ``TorchEngine`` reads.
+process: loading a package can crash the process that loads it (seen with PyTorch 2.11.0+cu130 on an H200 machine:
+even a minimal static FP32 package died with SIGSEGV inside ``aoti_load_package``'s C++ loader, in a fresh process
+too), and that must end as a clear error with nothing written, not as a dead (or hung) ``convert``. Its precision,
+device and input layout are stored in the package's own metadata (``AOTICompiledModel.get_metadata()``), which
+``TorchEngine`` reads.
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ from .common import ConvertRequest, ConvertResult, check_output
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16")
+# Loading a package takes seconds to a minute (49 s for ResNet18 on the H200 machine); a child still busy after this
+# long is stuck, and convert must end with an error rather than wait forever.
+CHILD_TIMEOUT_S = 600
 
 
 def convert(request: ConvertRequest) -> ConvertResult:
@@ -135,9 +140,16 @@ def _package_outputs(package: Path, frames: np.ndarray, device: str, precision: 
     return np.load(work / "outputs.npy"), json.loads(report.strip().splitlines()[-1])["engine"]
 
 
-def run_child(command: list[str], what: str, env: dict[str, str] | None = None) -> str:
-    """Runs ``command``; its stdout, or JetracerError naming the signal or the child's last error line."""
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+def run_child(command: list[str], what: str, env: dict[str, str] | None = None,
+              timeout_s: float = CHILD_TIMEOUT_S) -> str:
+    """Runs ``command``; its stdout, or JetracerError naming the signal, the time-out or the child's last error
+    line."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise JetracerError(f"{what} had not finished after {timeout_s:.0f} s in this PyTorch {_torch_version()} "
+                            "and was stopped; nothing was written. Try another PyTorch version, or use --backend "
+                            "onnxruntime / tensorrt") from None
     if result.returncode < 0:
         name = signal.Signals(-result.returncode).name
         raise JetracerError(f"{what} crashed ({name}) in this PyTorch {_torch_version()}; nothing was written. "

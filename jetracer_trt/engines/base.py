@@ -93,7 +93,8 @@ class InferenceEngine(abc.ABC):
 
     def describe(self) -> str:
         """One line for logs: backend, precision, device and model file."""
-        return f"{self.name} {self.precision} on {self.device}" + (f" ({self.model_path.name})" if self.model_path else "")
+        where = f" ({self.model_path.name})" if self.model_path else ""
+        return f"{self.name} {self.precision} on {self.device}{where}"
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends free everything on garbage collection
         """Releases the backend's resources."""

@@ -70,7 +70,8 @@ class OnnxRuntimeEngine(InferenceEngine):
         shape = list(inputs[0].shape) if len(inputs) == 1 else None
         if shape is None or len(shape) != 4 or shape[1] != 3 or tuple(shape[2:]) != want_hw:
             got = [list(i.shape) for i in inputs]
-            raise JetracerError(f"model {path} takes inputs {got}, expected one input of shape [N, 3, {want_hw[0]}, {want_hw[1]}]")
+            raise JetracerError(f"model {path} takes inputs {got}, expected one input of shape "
+                                f"[N, 3, {want_hw[0]}, {want_hw[1]}]")
         out_shape = list(outputs[0].shape) if len(outputs) == 1 else None
         if out_shape is None or len(out_shape) != 2 or out_shape[1] != 2:
             got = [list(o.shape) for o in outputs]

@@ -27,7 +27,8 @@ class CameraNode(Node):
         cfg = load_config("camera")
         kind = declare(self, "source", str(cfg["source"]), "csi, v4l2, video or folder", read_only=True)
         device = declare(self, "device", "", "v4l2 device (/dev/video0), video file or image folder", read_only=True)
-        fps = declare(self, "fps", -1.0, "frame rate for video/folder/csi/v4l2 (-1: the configured default)", -1.0, 240.0)
+        fps = declare(self, "fps", -1.0, "frame rate for video/folder/csi/v4l2 (-1: the configured default)",
+                      -1.0, 240.0)
         loop = declare(self, "loop", True, "video and folder sources start again at the end")
         self.frame_id = declare(self, "frame_id", str(cfg["frame_id"]), "frame_id of the published images")
         crop = declare(self, "crop", [0], "crop x, y, width, height before resizing ([0]: no crop)", read_only=True)

@@ -78,6 +78,10 @@ def run(node_factory: Callable[[], Node], args=None) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    # Python leaves SIGINT alone when it starts with SIGINT ignored, which is how a shell starts a background job
+    # (`nohup jetracer-trt launch drive &`): the node would then ignore the launcher's Ctrl-C and be killed
+    # without putting the car in neutral. So both signals are set here, whatever was inherited.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     node = None
     try:

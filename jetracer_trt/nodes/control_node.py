@@ -42,14 +42,18 @@ class ControlNode(Node):
         values = {name: declare(self, name, float(defaults[name]), *CONTROL_DESCRIPTIONS[name])
                   for name in CONTROL_DESCRIPTIONS}
         limits = SafetyLimits(
-            deadman_timeout_s=declare(self, "deadman_timeout_s", 0.25, "no fresh target for this long: stop", 0.01, 5.0),
-            steering_slew_per_s=declare(self, "steering_slew_per_s", 8.0, "fastest steering change per second", 0.1, 100.0),
-            throttle_slew_per_s=declare(self, "throttle_slew_per_s", 2.0, "fastest throttle increase per second", 0.1, 100.0),
+            deadman_timeout_s=declare(self, "deadman_timeout_s", 0.25, "no fresh target for this long: stop",
+                                      0.01, 5.0),
+            steering_slew_per_s=declare(self, "steering_slew_per_s", 8.0, "fastest steering change per second",
+                                        0.1, 100.0),
+            throttle_slew_per_s=declare(self, "throttle_slew_per_s", 2.0, "fastest throttle increase per second",
+                                        0.1, 100.0),
         )
         rate_hz = declare(self, "rate_hz", 50.0, "command rate when no target arrives (deadman checks)", 1.0, 500.0)
         kind = declare(self, "actuator", "sim", "pca9685 (the car's servo board), sim or none", read_only=True)
-        calibration = declare(self, "calibration_file", "", "per-car calibration YAML (empty: the one `jetracer-trt calibrate` wrote, "
-                              "~/.config/jetracer_trt/car_calibration.yaml, else config/car_calibration.yaml)",
+        calibration = declare(self, "calibration_file", "", "per-car calibration YAML (empty: the one "
+                              "`jetracer-trt calibrate` wrote, ~/.config/jetracer_trt/car_calibration.yaml, "
+                              "else config/car_calibration.yaml)",
                               read_only=True)
         check = declare(self, "check", False, "wheels-up check: throttle forced to 0, target and steering logged",
                         read_only=True)
@@ -83,7 +87,8 @@ class ControlNode(Node):
         if self.check:
             steering, _ = self.governor.command
             self.get_logger().info(f"check: target x {msg.point.x:+.2f} y {msg.point.y:+.2f} -> steering "
-                                   f"{steering:+.2f} ({'right' if steering > 0 else 'left'})", throttle_duration_sec=1.0)
+                                   f"{steering:+.2f} ({'right' if steering > 0 else 'left'})",
+                                   throttle_duration_sec=1.0)
 
     def on_estop(self, msg: Bool) -> None:
         if msg.data:

@@ -30,7 +30,8 @@ class InferenceNode(Node):
         threads = declare(self, "threads", 0, "CPU threads for inference (0: all cores)", 0, 64, read_only=True)
         spin = declare(self, "spin", False, "CPU backends: worker threads spin between frames (faster alone, but a "
                        "spinning thread takes a core from the other nodes)", read_only=True)
-        self.deadline_ms = declare(self, "deadline_ms", 33.0, "latency budget per frame; overruns are counted", 1.0, 1000.0)
+        self.deadline_ms = declare(self, "deadline_ms", 33.0, "latency budget per frame; overruns are counted",
+                                   1.0, 1000.0)
         self.any_size = declare(self, "accept_any_size", False, "resize frames of another size instead of skipping "
                                 "them (better: resize in the camera node, once)")
         self.engine = create_engine(backend, model or default_model_path(), threads=threads, spin=spin)
@@ -44,7 +45,8 @@ class InferenceNode(Node):
         self._model_ms = deque(maxlen=300)
         self.frames = self.malformed = self.overruns = 0
         steady_timer(self, 1.0, self.report)
-        self.get_logger().info(f"{self.engine.describe()} ready{': ' + self.engine.selection if self.engine.selection else ''}")
+        why = f": {self.engine.selection}" if self.engine.selection else ""
+        self.get_logger().info(f"{self.engine.describe()} ready{why}")
 
     def on_image(self, msg: Image) -> None:
         try:

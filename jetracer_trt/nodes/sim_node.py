@@ -34,7 +34,8 @@ from .image_msg import rgb_to_image
 class SimNode(Node):
     def __init__(self):
         super().__init__("sim")
-        self.track_seed = declare(self, "track_seed", 1001, "generated track to drive (seeds >= 1000: evaluation)", 0, 2**31 - 1)
+        self.track_seed = declare(self, "track_seed", 1001, "generated track to drive (seeds >= 1000: evaluation)",
+                                  0, 2**31 - 1)
         randomize = declare(self, "randomize", False, "domain randomization of the world and camera")
         run_seed = declare(self, "run_seed", 0, "seed of the randomization and noise draws", 0, 2**31 - 1)
         self.frame_id = declare(self, "frame_id", "camera", "frame_id of the published images")
@@ -72,7 +73,8 @@ class SimNode(Node):
         else:
             steady_timer(self, 1.0 / self.rate_hz, self.tick)
         self.get_logger().info(f"track seed {self.track_seed}, {self.world.track.length:.1f} m, "
-                               f"randomize={randomize}, {self.rate_hz:.0f} Hz, {'lockstep' if self.lockstep else 'real time'}")
+                               f"randomize={randomize}, {self.rate_hz:.0f} Hz, "
+                               f"{'lockstep' if self.lockstep else 'real time'}")
 
     def on_cmd(self, msg: TwistStamped) -> None:
         steering, throttle = -msg.twist.angular.z, msg.twist.linear.x  # ROS: angular.z > 0 turns left

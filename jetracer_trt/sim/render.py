@@ -167,7 +167,8 @@ class Renderer:
         if look.noise_sigma > 0:
             for _ in range(4):
                 noise = rng.normal(0, look.noise_sigma, (h, w, 3))
-                self._noise_bank.append((np.clip(noise, 0, 255).astype(np.uint8), np.clip(-noise, 0, 255).astype(np.uint8)))
+                self._noise_bank.append((np.clip(noise, 0, 255).astype(np.uint8),
+                                         np.clip(-noise, 0, 255).astype(np.uint8)))
 
     def render(self, x: float, y: float, yaw: float, variant: int = 0) -> np.ndarray:
         """The geometric camera view of the car at (x, y, yaw) (rear axle, world frame); ``self.frame`` reused."""
