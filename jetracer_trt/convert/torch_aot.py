@@ -6,10 +6,10 @@ else for the CPU (FP32 only). Loading the package takes seconds, so a car withou
 compiling at start-up. The package is checked through ``TorchEngine`` against the FP32 checkpoint on real frames
 and written (atomically) only if it agrees within the tolerance of its precision. The check runs in a child
 process: loading a package can crash the process that loads it (seen with PyTorch 2.11.0+cu130 on an H200 machine:
-even a minimal static FP32 package died with SIGSEGV inside ``aoti_load_package``'s C++ loader, in a fresh process
-too), and that must end as a clear error with nothing written, not as a dead (or hung) ``convert``. Its precision,
-device and input layout are stored in the package's own metadata (``AOTICompiledModel.get_metadata()``), which
-``TorchEngine`` reads.
+even a minimal static FP32 package, for CUDA or for the CPU, died with SIGSEGV inside ``aoti_load_package``'s C++
+loader, in a fresh process too), and that must end as a clear error with nothing written, not as a dead (or hung)
+``convert``. Its precision, device and input layout are stored in the package's own metadata
+(``AOTICompiledModel.get_metadata()``), which ``TorchEngine`` reads.
 """
 from __future__ import annotations
 
