@@ -1,12 +1,17 @@
 """Where steering is computed: the control law from the road target (x, y) to steering and throttle.
 
     steering = clamp(steering_gain * x + steering_offset, -steering_limit, steering_limit)
-    throttle = max(min_throttle, throttle * (1 - curve_slowdown * |x|))
+    |throttle| = max(min_throttle, |throttle| * (1 - curve_slowdown * |x|)), with the sign of ``throttle``
 
 x is the target's horizontal image position in [-1, 1] (positive = right of centre, so positive steering turns
 right); the further the target sits to the side, the sharper the curve, so the car also slows down there, as the
-JetRacer live demo's users do by hand. A non-finite target (a broken model output) stops the car with the wheels
-straight. Defaults: ``config/control.yaml``.
+JetRacer live demo's users do by hand. ``min_throttle`` is a magnitude: it keeps the car moving through curves in
+either direction and never raises a throttle set below it (0 = stopped). A non-finite target (a broken model
+output) stops the car with the wheels straight.
+
+Defaults: ``config/control.yaml``, profile ``car`` (a real car: slow) or ``sim`` (the simulated car). Every setting
+has one entry in ``CONTROL_SETTINGS`` (description and valid range); the ROS node declares its parameters from it
+and every validation uses it.
 """
 from __future__ import annotations
 
@@ -15,6 +20,53 @@ from dataclasses import asdict, dataclass, fields
 
 from .config import load_config
 from .errors import JetracerError
+
+PROFILES = ("car", "sim")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A numeric setting's meaning and valid range (inclusive)."""
+
+    description: str
+    low: float
+    high: float
+
+    def problem(self, name: str, value) -> str | None:
+        """Why ``value`` is not valid for this setting (None when it is)."""
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return f"{name} must be a number, got {value!r}"
+        if not math.isfinite(v) or not self.low <= v <= self.high:
+            return f"{name} must be in [{self.low:g}, {self.high:g}], got {value!r}"
+        return None
+
+
+CONTROL_SETTINGS = {
+    "steering_gain": Setting("steering per unit of target x", 0.0, 5.0),
+    "steering_offset": Setting("steering added so that the car goes straight at x = 0", -1.0, 1.0),
+    "steering_limit": Setting("largest |steering| sent", 0.01, 1.0),
+    "throttle": Setting("throttle on a straight (negative: reverse)", -1.0, 1.0),
+    "curve_slowdown": Setting("|throttle| scale-down per unit of |x|", 0.0, 1.0),
+    "min_throttle": Setting("|throttle| never drops below this in curves (a magnitude)", 0.0, 1.0),
+}
+
+
+def setting_problems(settings: dict[str, Setting], values: dict) -> list[str]:
+    """Every reason ``values`` are invalid for ``settings`` (unknown names included); empty when all are valid."""
+    problems = [f"unknown setting {name!r} (valid: {', '.join(settings)})" for name in values if name not in settings]
+    problems += [p for name, value in values.items() if name in settings
+                 for p in [settings[name].problem(name, value)] if p]
+    return problems
+
+
+def profile_defaults(section: str) -> dict:
+    """One section of ``config/control.yaml`` (``car``, ``sim`` or ``safety``)."""
+    config = load_config("control")
+    if section not in config:
+        raise JetracerError(f"config/control.yaml has no {section!r} section")
+    return dict(config[section])
 
 
 @dataclass(frozen=True)
@@ -27,33 +79,32 @@ class ControlParams:
     min_throttle: float
 
     @classmethod
-    def from_config(cls, overrides: dict | None = None) -> "ControlParams":
-        values = load_config("control")
+    def from_config(cls, overrides: dict | None = None, profile: str = "car") -> "ControlParams":
+        """The ``profile``'s defaults from config/control.yaml with ``overrides`` applied, validated."""
+        if profile not in PROFILES:
+            raise JetracerError(f"unknown control profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        values = profile_defaults(profile)
         values.update(overrides or {})
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise JetracerError(f"unknown control parameter(s): {', '.join(sorted(unknown))}")
-        params = cls(**{k: float(v) for k, v in values.items()})
-        params.validate()
-        return params
+        problems = setting_problems(CONTROL_SETTINGS, values)
+        missing = set(CONTROL_SETTINGS) - set(values)
+        if missing:
+            problems.append(f"missing setting(s): {', '.join(sorted(missing))}")
+        if problems:
+            raise JetracerError("invalid control parameters: " + "; ".join(problems))
+        return cls(**{k: float(v) for k, v in values.items()})
 
     def validate(self) -> None:
         """Raises JetracerError for values that would make the car unsafe or the law meaningless."""
-        problems = []
-        for f in fields(self):
-            if not math.isfinite(getattr(self, f.name)):
-                problems.append(f"{f.name} must be finite")
-        if not 0 < self.steering_limit <= 1:
-            problems.append("steering_limit must be in (0, 1]")
-        if not -1 <= self.throttle <= 1 or not -1 <= self.min_throttle <= 1:
-            problems.append("throttle and min_throttle must be in [-1, 1]")
-        if not 0 <= self.curve_slowdown <= 1:
-            problems.append("curve_slowdown must be in [0, 1]")
+        problems = setting_problems(CONTROL_SETTINGS, self.as_dict())
         if problems:
             raise JetracerError("invalid control parameters: " + "; ".join(problems))
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
 
 def compute_command(x: float, y: float, params: ControlParams) -> tuple[float, float]:
@@ -63,7 +114,7 @@ def compute_command(x: float, y: float, params: ControlParams) -> tuple[float, f
     x = min(1.0, max(-1.0, x))
     limit = params.steering_limit
     steering = min(limit, max(-limit, params.steering_gain * x + params.steering_offset))
-    # min_throttle keeps the car moving through curves; it never raises a throttle set below it (0 = stopped)
-    floor = min(params.min_throttle, params.throttle)
-    throttle = max(floor, params.throttle * (1.0 - params.curve_slowdown * abs(x)))
-    return steering, throttle
+    speed = abs(params.throttle)
+    floor = min(params.min_throttle, speed)
+    magnitude = max(floor, speed * (1.0 - params.curve_slowdown * abs(x)))
+    return steering, math.copysign(magnitude, params.throttle) if speed else 0.0

@@ -1,58 +1,90 @@
-"""What stands between the control law and the motors: deadman, emergency stop, slew rate, non-finite guards.
+"""What stands between the control law and the motors: arming, deadman, emergency stop, stale frames, slew rate,
+non-finite guards.
 
 ROS-free, so it is tested without a graph; the control node feeds it targets and the clock and sends what it says.
+Times are seconds on one monotonic clock; a target comes with the time its camera frame was captured.
 
-- **Deadman**: no fresh road target within ``deadman_timeout_s`` -> throttle 0 and steering centred, until targets
-  arrive again. A crashed or stalled inference process therefore stops the car within the timeout.
+- **Armed**: until ``arm()`` the throttle is held at 0 (steering still follows the road, so a wheels-up look at
+  the car shows what it would do). A car started at boot therefore does not drive off by itself.
+- **Stale frames**: a target whose frame was captured more than ``max_target_age_s`` ago is not used: a slow or
+  queued pipeline never steers from the past.
+- **Deadman**: no target from a frame captured within ``deadman_timeout_s`` -> throttle 0 and steering centred,
+  until fresh targets arrive again. A crashed or stalled camera or inference process stops the car within the
+  timeout, counted from the last used frame's capture, not from when its target arrived.
 - **Emergency stop**: latched. Once triggered only ``release_estop()`` clears it (a deliberate act, not a new target).
 - **Slew rate**: steering moves at most ``steering_slew_per_s`` per second, so a single bad frame cannot jerk the
-  wheels across; throttle is not slewed upwards faster either, but stopping is always immediate.
+  wheels across; |throttle| grows at most ``throttle_slew_per_s`` per second in either direction (a change of
+  direction goes through 0), while slowing down and stopping are always immediate.
 - **Non-finite**: a NaN or inf target counts as no target.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from .control import ControlParams, compute_command
+from .control import ControlParams, Setting, compute_command, profile_defaults, setting_problems
 
 NEUTRAL = (0.0, 0.0)
 
+SAFETY_SETTINGS = {
+    "deadman_timeout_s": Setting("no target from a frame captured within this long: throttle 0, wheels straight",
+                                 0.01, 5.0),
+    "max_target_age_s": Setting("targets from frames older than this are not used (about three frame periods)",
+                                0.005, 5.0),
+    "steering_slew_per_s": Setting("fastest steering change per second", 0.1, 100.0),
+    "throttle_slew_per_s": Setting("fastest |throttle| increase per second (decreases are immediate)", 0.1, 100.0),
+}
 
-@dataclass
+
+@dataclass(frozen=True)
 class SafetyLimits:
     deadman_timeout_s: float = 0.25
-    steering_slew_per_s: float = 8.0   # full lock to full lock (2.0) in 0.25 s
-    throttle_slew_per_s: float = 2.0   # 0 -> 0.5 in 0.25 s; decreases are immediate
+    max_target_age_s: float = 0.10
+    steering_slew_per_s: float = 8.0
+    throttle_slew_per_s: float = 2.0
+
+    @classmethod
+    def from_config(cls, overrides: dict | None = None) -> "SafetyLimits":
+        values = profile_defaults("safety")
+        values.update(overrides or {})
+        return cls(**{k: float(v) for k, v in values.items()})
 
     def validate(self) -> list[str]:
-        problems = []
-        if not (0 < self.deadman_timeout_s <= 5):
-            problems.append("deadman_timeout_s must be in (0, 5]")
-        if not (self.steering_slew_per_s > 0 and self.throttle_slew_per_s > 0):
-            problems.append("slew rates must be positive")
-        return problems
+        return setting_problems(SAFETY_SETTINGS, asdict(self))
 
 
 class SafetyGovernor:
-    """Turns (target, time) into the command to send, holding every safety rule; ``state`` says which rule rules."""
+    """Turns (target, time) into the command to send, holding every safety rule; ``state`` says which rule rules:
+    ``waiting`` (no target yet), ``driving``, ``disarmed`` (would drive, throttle held at 0), ``deadman``,
+    ``estop``."""
 
-    def __init__(self, params: ControlParams, limits: SafetyLimits, force_zero_throttle: bool = False):
+    def __init__(self, params: ControlParams, limits: SafetyLimits, force_zero_throttle: bool = False,
+                 armed: bool = True):
         self.params = params
         self.limits = limits
         self.force_zero_throttle = force_zero_throttle  # wheels-up check mode
+        self.armed = armed
         self.estopped = False
-        self.state = "waiting"  # waiting | driving | deadman | estop
+        self.state = "waiting"
+        self.stale_targets = 0  # targets refused because their frame was too old
         self._target: tuple[float, float] | None = None
-        self._target_time: float | None = None
+        self._captured_at: float | None = None
         self._last_time: float | None = None
         self.command = NEUTRAL
 
-    def on_target(self, x: float, y: float, now: float) -> None:
-        """A fresh road target from the model (its arrival time, seconds on any monotonic clock)."""
-        if math.isfinite(x) and math.isfinite(y):
-            self._target = (x, y)
-            self._target_time = now
+    def on_target(self, x: float, y: float, captured_at: float, now: float | None = None) -> bool:
+        """A road target from the frame captured at ``captured_at``; ``now`` defaults to the capture time (a
+        target that arrives at once). Returns whether it will be used (finite and fresh enough)."""
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return False
+        if now is not None and now - captured_at > self.limits.max_target_age_s:
+            self.stale_targets += 1
+            return False
+        if self._captured_at is not None and captured_at < self._captured_at:
+            return False  # an older frame overtaken by a newer one
+        self._target = (x, y)
+        self._captured_at = captured_at
+        return True
 
     def trigger_estop(self) -> None:
         self.estopped = True
@@ -60,27 +92,40 @@ class SafetyGovernor:
     def release_estop(self) -> None:
         self.estopped = False
 
+    def arm(self, armed: bool = True) -> None:
+        self.armed = armed
+
     def update(self, now: float) -> tuple[float, float]:
         """The command for ``now``: call it at the control rate (and on every target)."""
         dt = 0.0 if self._last_time is None else max(0.0, now - self._last_time)
         self._last_time = now
         if self.estopped:
-            self.state = "estop"
-            self.command = NEUTRAL
-            return self.command
-        fresh = self._target_time is not None and now - self._target_time <= self.limits.deadman_timeout_s
+            return self._stop("estop")
+        fresh = self._captured_at is not None and now - self._captured_at <= self.limits.deadman_timeout_s
         if not fresh:
-            self.state = "waiting" if self._target_time is None else "deadman"
-            self.command = NEUTRAL
-            return self.command
-        self.state = "driving"
+            return self._stop("waiting" if self._captured_at is None else "deadman")
         steering, throttle = compute_command(*self._target, self.params)
-        if self.force_zero_throttle:
+        self.state = "driving"
+        if self.force_zero_throttle or not self.armed:
             throttle = 0.0
+            self.state = "driving" if self.force_zero_throttle else "disarmed"
         prev_steering, prev_throttle = self.command
         max_step = self.limits.steering_slew_per_s * dt
         steering = prev_steering + min(max_step, max(-max_step, steering - prev_steering))
-        if throttle > prev_throttle:  # speeding up is slewed, slowing down is not
-            throttle = min(throttle, prev_throttle + self.limits.throttle_slew_per_s * dt)
-        self.command = (steering, throttle)
+        self.command = (steering, _slewed_throttle(prev_throttle, throttle, self.limits.throttle_slew_per_s * dt))
         return self.command
+
+    def _stop(self, state: str) -> tuple[float, float]:
+        self.state = state
+        self.command = NEUTRAL
+        return self.command
+
+
+def _slewed_throttle(previous: float, wanted: float, max_step: float) -> float:
+    """Speeding up (in either direction) by at most ``max_step``; slowing down, stopping and the drop to 0 of a
+    change of direction at once."""
+    if previous * wanted < 0:
+        previous = 0.0  # a change of direction: stop at once, then speed up the other way
+    if abs(wanted) <= abs(previous):
+        return wanted
+    return previous + math.copysign(min(max_step, abs(wanted - previous)), wanted)

@@ -1,5 +1,6 @@
 """The actuator layer without hardware: pulse mapping, calibration files, the life cycle's neutral guarantees, and the
-PCA9685 actuator up to the ServoKit seam (a fake ServoKit that behaves like Adafruit's, old and new)."""
+PCA9685 actuator up to the ServoKit seam (a fake ServoKit that behaves like Adafruit's, old and new), including I2C
+write errors on a fake clock."""
 import dataclasses
 import errno
 import logging
@@ -10,11 +11,11 @@ import pytest
 import yaml
 
 from jetracer_trt.actuators import (
-    NEUTRAL, CarCalibration, Command, NullActuator, ServoChannel, SimActuator, create_actuator, load_calibration,
-    save_calibration, to_pulse_us,
+    NEUTRAL, ActuatorError, CarCalibration, Command, NullActuator, ServoChannel, SimActuator, create_actuator,
+    load_calibration, save_calibration, to_pulse_us,
 )
 from jetracer_trt.actuators import calibration as calmod
-from jetracer_trt.actuators.pca9685 import PCA9685Actuator
+from jetracer_trt.actuators.pca9685 import FakeServoKit, PCA9685Actuator
 from jetracer_trt.errors import JetracerError
 
 SHIPPED = calmod.shipped_calibration_path()
@@ -25,12 +26,11 @@ class FakePCA:
     """adafruit_pca9685.PCA9685 as far as the actuator uses it. ``off_by_one`` mimics releases before PR #59, whose
     prescale was round(clock / 4096 / f) instead of that minus 1 (and whose ``frequency`` was off alike)."""
 
-    def __init__(self, log, off_by_one=False, fail_channel=None):
+    def __init__(self, log, off_by_one=False):
         self.reference_clock_speed = 25_000_000
         self.prescale_reg = 30
         self.off_by_one = off_by_one
         self.log = log
-        self.fail_channel = fail_channel
         self.channels = [FakeChannel(self, i) for i in range(16)]
 
     @property
@@ -56,9 +56,6 @@ class FakeChannel:
 
     @duty_cycle.setter
     def duty_cycle(self, value):
-        if self.pca.fail_channel == self.index:
-            self.pca.fail_channel = None  # fails once
-            raise OSError(errno.EREMOTEIO if hasattr(errno, "EREMOTEIO") else 121, "Remote I/O error")
         assert 0 <= value < 0xFFFF
         self.reg = (value + 1) >> 4  # what the library writes to the 12-bit register
         self.pca.log.append(("pulse", self.index, self.pulse_us))
@@ -69,8 +66,8 @@ class FakeChannel:
 
 
 class FakeKitFactory:
-    def __init__(self, off_by_one=False, fail_channel=None, error=None):
-        self.off_by_one, self.fail_channel, self.error = off_by_one, fail_channel, error
+    def __init__(self, off_by_one=False, error=None):
+        self.off_by_one, self.error = off_by_one, error
         self.log, self.kwargs, self.kit = [], None, None
 
     def __call__(self, **kwargs):
@@ -78,7 +75,7 @@ class FakeKitFactory:
         if self.error is not None:
             raise self.error
         kit = type("ServoKit", (), {})()
-        kit._pca = FakePCA(self.log, self.off_by_one, self.fail_channel)
+        kit._pca = FakePCA(self.log, self.off_by_one)
         kit._pca.frequency = kwargs["frequency"]
         self.kit = kit
         return kit
@@ -107,6 +104,51 @@ def make_pca(dev_dir, factory=None, cal=None, sleeps=None):
         sleeps.append(seconds)
 
     return PCA9685Actuator(cal, factory, sleep=sleep, i2c_dev_dir=dev_dir), factory
+
+
+class FakeClock:
+    """``clock`` and ``sleep`` for an actuator: time passes only while it sleeps."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class Board:
+    """A PCA9685Actuator of the stock calibration on the package's FakeServoKit, on a fake clock. ``writes``: the
+    pulses the board took, in order, as (channel, us)."""
+
+    def __init__(self, **retry):
+        self.clock = FakeClock()
+        self.writes = []
+        self.kit = None
+        self.actuator = PCA9685Actuator(load_calibration(SHIPPED), self._factory, sleep=self.clock.sleep,
+                                        clock=self.clock, i2c_dev_dir=None, **retry)
+
+    def _factory(self, **kwargs):
+        self.kit = FakeServoKit(**kwargs, on_pulse=lambda channel, us: self.writes.append((channel, round(us))))
+        return self.kit
+
+    def started(self):
+        self.actuator.start()
+        self.writes.clear()
+        return self.actuator
+
+    def pulse(self, channel):
+        return self.kit._pca.channels[channel].pulse_us
+
+
+def near(pulse_us):
+    """Equal to ``pulse_us`` within half a step of the PCA9685 at 50 Hz."""
+    return pytest.approx(pulse_us, abs=2.5)
+
+
+NO_ERRORS = {"write_errors": 0, "retried_writes": 0, "neutral_failures": 0}
 
 
 # -- pulse mapping ----------------------------------------------------------------------------------------------------
@@ -357,15 +399,119 @@ def test_pca9685_neutral_on_close_exit_and_exception(dev_dir):
     assert kit.pulse(1) == pytest.approx(1500, abs=2.5)
 
 
-def test_pca9685_write_failure_is_a_clear_error_and_tries_neutral(dev_dir):
-    act, kit = make_pca(dev_dir)
-    act.start()
+# -- I2C write errors: a loose cable, a board that did not acknowledge (OSError 121) ------------------------------
+def test_every_actuator_counts_its_errors():
+    for act in (NullActuator(), SimActuator(), create_actuator("none"), Board().actuator):
+        assert act.error_counts == NO_ERRORS
+
+
+def test_every_write_sets_the_throttle_first():
+    board = Board()
+    act = board.actuator.start()
+    assert [channel for channel, _ in board.writes] == [1, 0]  # the neutral at start
+    board.writes.clear()
+    act.apply(0.5, 0.5)
+    act.neutral()
+    assert [channel for channel, _ in board.writes] == [1, 0, 1, 0]
+
+
+def test_a_transient_write_error_is_retried_within_the_window():
+    board = Board()
+    act = board.started()
+    board.kit.fail_writes(1, times=2)
+    start = board.clock.now
+    assert act.apply(0.2, 0.5) == (0.2, 0.5)
+    assert board.pulse(1) == near(1250) and board.pulse(0) == near(1402)
+    assert act.error_counts == dict(NO_ERRORS, retried_writes=2)
+    assert board.clock.now - start <= act.retry_window_s
+    board.kit.fail_writes(5, times=2)
+    assert act.write_pulse_us(5, 1600) == near(1600)  # the wizard's raw writes are retried alike
+    assert act.error_counts["retried_writes"] == 4
+
+
+def test_a_write_that_keeps_failing_goes_neutral_raises_and_the_drive_goes_on():
+    board = Board()
+    act = board.started()
     act.apply(0.0, 0.5)
-    kit.kit._pca.fail_channel = 1
-    with pytest.raises(JetracerError, match="lost the PCA9685 at address 0x40 on I2C bus 1"):
-        act.apply(0.2, 0.9)
-    assert kit.pulse(1) == pytest.approx(1500, abs=2.5)  # neutral written after the failed write
-    act.close()
+    board.kit.fail_writes(0, times=3)  # the steering output, on each of the three tries of one command
+    start = board.clock.now
+    with pytest.raises(ActuatorError, match=r"^lost the PCA9685 at address 0x40 on I2C bus 1 while setting channel 0 "
+                                            r"\(steering\) \(Remote I/O error\): check .*; the car is in neutral$"):
+        act.apply(0.3, 0.8)
+    assert issubclass(ActuatorError, JetracerError)
+    assert board.pulse(1) == near(1500) and board.pulse(0) == near(1500)
+    assert act.last_command == NEUTRAL
+    assert act.error_counts == dict(NO_ERRORS, write_errors=1, retried_writes=2)
+    assert board.clock.now - start <= act.retry_window_s  # the control loop is held up for one window at most
+    assert act.started
+    assert act.apply(0.1, 0.2) == (0.1, 0.2)  # the next command drives again
+    assert board.pulse(1) == near(1400)
+
+
+def test_a_steering_output_that_stopped_answering_does_not_keep_the_throttle_from_stopping():
+    board = Board()
+    act = board.started()
+    act.apply(0.0, 0.5)
+    board.kit.fail_writes(0)  # for good: the steering servo's cable came loose
+    for _ in range(3):
+        with pytest.raises(ActuatorError, match="neutral failed too: the car may still move$"):
+            act.apply(0.0, 0.5)
+        assert board.pulse(1) == near(1500)
+    assert act.error_counts == {"write_errors": 3, "retried_writes": 12, "neutral_failures": 3}
+
+
+def test_a_failing_neutral_is_tried_again_until_it_lands():
+    board = Board()
+    act = board.started()
+    act.apply(0.0, 0.5)
+    board.kit.fail_writes(1, times=40)
+    start = board.clock.now
+    act.neutral()
+    assert board.pulse(1) == near(1500)
+    assert 0.2 < board.clock.now - start < 0.5
+    assert act.error_counts == dict(NO_ERRORS, retried_writes=40)
+
+
+def test_a_neutral_that_never_lands_gives_up_in_time_and_says_so_loudly(caplog):
+    board = Board(neutral_give_up_s=1.5)
+    act = board.started()
+    act.apply(0.0, 0.4)
+    board.kit.fail_writes(1)
+    start = board.clock.now
+    with caplog.at_level(logging.CRITICAL, logger="jetracer_trt.actuators.base"):
+        with pytest.raises(ActuatorError, match="could not set neutral.*may still be moving"):
+            act.neutral()
+    assert 1.49 <= board.clock.now - start <= 1.5
+    assert "could not set neutral on PCA9685Actuator within 1.5 s" in caplog.text
+    assert "the car may still be moving: switch it off" in caplog.text
+    assert act.started and act.error_counts["neutral_failures"] == 1
+    caplog.clear()
+    start = board.clock.now
+    with caplog.at_level(logging.CRITICAL, logger="jetracer_trt.actuators.base"):
+        act.close()  # never raises
+    assert 1.49 <= board.clock.now - start <= 1.5
+    assert "switch it off" in caplog.text
+    assert not act.started and act.error_counts["neutral_failures"] == 2
+
+
+def test_close_lands_neutral_through_a_short_outage(caplog):
+    board = Board()
+    act = board.started()
+    act.apply(0.0, 0.4)
+    board.kit.fail_writes(None, times=5)
+    with caplog.at_level(logging.CRITICAL):
+        act.close()
+    assert board.pulse(1) == near(1500) and board.pulse(0) == near(1500)
+    assert caplog.text == "" and not act.started
+
+
+def test_a_raw_write_that_keeps_failing_is_an_actuator_error():
+    board = Board()
+    act = board.started()
+    board.kit.fail_writes(5)
+    with pytest.raises(ActuatorError, match="setting channel 5 \\(Remote I/O error\\)"):
+        act.write_pulse_us(5, 1600)
+    assert act.error_counts == dict(NO_ERRORS, write_errors=1, retried_writes=2)
 
 
 def test_missing_i2c_bus_says_what_to_check(tmp_path):
@@ -415,8 +561,8 @@ def test_create_actuator_kinds(dev_dir):
     assert type(create_actuator("sim")) is SimActuator
     cal = load_calibration(SHIPPED)
     assert isinstance(create_actuator("sim", cal).calibration, CarCalibration)
-    act = create_actuator("pca9685", str(SHIPPED), servokit_factory=FakeKitFactory(), sleep=lambda s: None,
-                          i2c_dev_dir=dev_dir)
+    act = create_actuator("pca9685", str(SHIPPED), allow_example_calibration=True, servokit_factory=FakeKitFactory(),
+                          sleep=lambda s: None, i2c_dev_dir=dev_dir)
     assert isinstance(act, PCA9685Actuator) and act.calibration == cal
     assert "adafruit_servokit" not in sys.modules  # nothing imported before start()
     with act:
@@ -425,31 +571,64 @@ def test_create_actuator_kinds(dev_dir):
         create_actuator("servo")
 
 
-def test_close_never_raises_but_says_loudly_when_neutral_failed(dev_dir, caplog):
-    act, kit = make_pca(dev_dir)
-    act.start()
-    act.apply(0.0, 0.4)
-    kit.kit._pca.fail_channel = 0
-    with caplog.at_level(logging.CRITICAL):
-        act.close()
-    assert "could not set neutral" in caplog.text and "switch it off" in caplog.text
-    assert not act.started
+def test_the_example_calibration_does_not_drive_the_board(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # the car has no file of its own
+    link = tmp_path / "link.yaml"
+    link.symlink_to(SHIPPED)
+    for calibration in (None, str(SHIPPED), SHIPPED, link):
+        with pytest.raises(JetracerError) as info:
+            create_actuator("pca9685", calibration, servokit_factory=FakeServoKit, i2c_dev_dir=None)
+        message = str(info.value)
+        assert message.startswith(f"{SHIPPED if calibration is None else calibration} is the shipped example "
+                                  "calibration, not this car's: the board will not be driven with it")
+        assert f"run `jetracer-trt calibrate` (it writes {tmp_path}/jetracer_trt/car_calibration.yaml)" in message
+        assert "set allow_example_calibration to true" in message
+    act = create_actuator("pca9685", allow_example_calibration=True, servokit_factory=FakeServoKit, i2c_dev_dir=None)
+    assert act.calibration_source == str(SHIPPED)
+    assert create_actuator("sim", str(SHIPPED)).calibration_source == ""  # the simulator drives no board
 
 
-def test_sigterm_unwinds_like_ctrl_c_so_the_car_goes_neutral():
+def test_calibration_source_says_which_file_drives(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    own = save_calibration(load_calibration(SHIPPED), calmod.user_calibration_path())
+    board = {"servokit_factory": FakeServoKit, "i2c_dev_dir": None}
+    assert create_actuator("pca9685", **board).calibration_source == str(own)
+    other = save_calibration(load_calibration(SHIPPED), tmp_path / "other.yaml")
+    assert create_actuator("pca9685", other, **board).calibration_source == str(other)
+    assert create_actuator("pca9685", load_calibration(SHIPPED), **board).calibration_source == "given"
+    assert create_actuator("none").calibration_source == ""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGQUIT"])
+def test_terminating_signals_unwind_like_ctrl_c_so_the_car_goes_neutral(name):
     import os
     import signal
 
     from jetracer_trt.actuators import terminate_as_interrupt
 
-    before = signal.getsignal(signal.SIGTERM)
+    signum = getattr(signal, name)
+    before = signal.getsignal(signum)
     act = NullActuator()
     with pytest.raises(KeyboardInterrupt):
         with terminate_as_interrupt(), act:
-            assert signal.getsignal(signal.SIGTERM) is not before
+            assert signal.getsignal(signum) is not before
             act.apply(0.3, 0.5)
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
             for _ in range(1000):  # the handler runs between bytecodes
                 pass
     assert act.last_command == NEUTRAL
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signum) is before
+
+
+def test_an_ignored_hangup_stays_ignored():
+    import signal
+
+    from jetracer_trt.actuators import terminate_as_interrupt
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does
+    try:
+        with terminate_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

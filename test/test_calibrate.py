@@ -1,6 +1,13 @@
 """``jetracer-trt calibrate``: the wizard driven by scripted answers on a fake board; what it writes, and that an
 abort (end of input, Ctrl-C) at any moment leaves the car in neutral and the old file untouched."""
 import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 import yaml
@@ -244,3 +251,64 @@ def test_cli_help_mentions_the_options(capsys):
     out = capsys.readouterr().out
     for option in ("--out", "--from", "--fake", "wheels"):
         assert option in out
+
+
+# -- the real program, stopped by a signal while the wheels spin --------------------------------------------------
+class Output:
+    """Everything a pipe delivers, collected by a thread (a prompt ends without a newline)."""
+
+    def __init__(self, pipe):
+        self.chunks = []
+        self._thread = threading.Thread(target=self._read, args=(pipe.fileno(),), daemon=True)
+        self._thread.start()
+
+    def _read(self, fd):
+        while chunk := os.read(fd, 4096):
+            self.chunks.append(chunk.decode())
+
+    @property
+    def text(self):
+        return "".join(self.chunks)
+
+    def wait_for(self, text, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while text not in self.text:
+            assert time.monotonic() < deadline, f"no {text!r} in:\n{self.text}"
+            time.sleep(0.02)
+
+    def finish(self):
+        self._thread.join(5.0)
+        return self.text
+
+
+@pytest.mark.parametrize("name", ["SIGHUP", "SIGQUIT", "SIGTERM"])
+def test_a_signal_while_the_wheels_spin_ends_in_neutral(tmp_path, name):
+    """SIGHUP (the SSH session dropped), SIGQUIT (Ctrl-\\) and SIGTERM (kill) stop `jetracer-trt calibrate` the way
+    Ctrl-C does: the fake board's last pulses are the neutral found so far, the message says so, no traceback."""
+    start_from = tmp_path / "start.yaml"
+    cal = load_calibration(SHIPPED)
+    cal.esc_arming = 0.0  # no arming hold: the test does not wait for it
+    save_calibration(cal, start_from)
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "jetracer_trt.cli.main", "calibrate", "--fake", "--from",
+                             str(start_from)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    try:
+        out, err = Output(proc.stdout), Output(proc.stderr)
+        answers = FULL_SCRIPT[:FULL_SCRIPT.index("+++++") + 1]
+        proc.stdin.write("".join(f"{a}\n" for a in answers).encode())
+        proc.stdin.flush()
+        out.wait_for("  throttle 0.05 (")  # the wheels spin; the wizard waits for the next key
+        proc.send_signal(getattr(signal, name))
+        rc = proc.wait(timeout=20)
+    finally:
+        proc.kill()
+    stdout, stderr = out.finish(), err.finish()
+    pulses = {int(ch): int(us) for ch, us in re.findall(r"\[fake board\] channel (\d+): (\d+) us", stdout)}
+    assert re.findall(r"channel 1: (\d+) us", stdout)[-2] == "1484"  # throttle 0.05 had reached the ESC
+    # the last ones: the neutral found so far, to the nearest step of the board (4.9 us) and printed in whole us
+    assert pulses.keys() == {0, 1}
+    assert pulses[0] == pytest.approx(1530, abs=3) and pulses[1] == pytest.approx(1510, abs=3)
+    assert rc == 130, stderr
+    assert "calibration stopped: the car is in neutral and nothing was written" in stderr
+    assert "Traceback" not in stderr

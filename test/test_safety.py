@@ -6,8 +6,9 @@ from jetracer_trt.control import ControlParams
 from jetracer_trt.safety import SafetyGovernor, SafetyLimits
 
 
-def governor(**kw):
-    return SafetyGovernor(ControlParams.from_config({"curve_slowdown": 0.0}), SafetyLimits(**kw))
+def governor(armed=True, **kw):
+    return SafetyGovernor(ControlParams.from_config({"curve_slowdown": 0.0}, profile="sim"), SafetyLimits(**kw),
+                          armed=armed)
 
 
 def drive_for(g, seconds, x=0.2, rate=30.0, start=0.0):
@@ -68,7 +69,7 @@ def test_steering_slew_rate_limits_jumps_but_stopping_is_immediate():
 
 
 def test_wheels_up_check_mode_never_moves():
-    g = SafetyGovernor(ControlParams.from_config(), SafetyLimits(), force_zero_throttle=True)
+    g = SafetyGovernor(ControlParams.from_config(profile="sim"), SafetyLimits(), force_zero_throttle=True)
     t = drive_for(g, 1.0, x=0.4)
     steering, throttle = g.update(t)
     assert throttle == 0.0 and steering != 0.0
@@ -76,5 +77,70 @@ def test_wheels_up_check_mode_never_moves():
 
 def test_limits_validation():
     assert SafetyLimits().validate() == []
+    assert SafetyLimits.from_config().validate() == []
     assert SafetyLimits(deadman_timeout_s=0).validate()
     assert SafetyLimits(steering_slew_per_s=-1).validate()
+    assert SafetyLimits(max_target_age_s=math.nan).validate()
+
+
+def test_disarmed_holds_the_throttle_at_zero_until_armed():
+    g = governor(armed=False)
+    t = drive_for(g, 1.0, x=0.3)
+    steering, throttle = g.update(t)
+    assert throttle == 0.0 and steering != 0.0 and g.state == "disarmed"
+    g.arm()
+    t = drive_for(g, 0.5, x=0.3, start=t)
+    assert g.update(t)[1] > 0.3 and g.state == "driving"
+    g.arm(False)
+    assert g.update(t + 0.01)[1] == 0.0  # disarming stops at once
+
+
+def test_a_target_from_a_stale_frame_is_not_used():
+    g = governor(max_target_age_s=0.1, deadman_timeout_s=0.25)
+    assert g.on_target(0.5, 0.0, captured_at=0.0, now=0.15) is False
+    assert g.update(0.15) == (0.0, 0.0) and g.state == "waiting" and g.stale_targets == 1
+    assert g.on_target(0.5, 0.0, captured_at=0.10, now=0.15) is True
+    assert g.update(0.2)[1] > 0
+
+
+def test_the_deadman_counts_from_the_capture_not_the_arrival():
+    g = governor(max_target_age_s=0.2, deadman_timeout_s=0.25)
+    t = drive_for(g, 0.5)
+    # the last frame was captured at t, its target arrives 0.15 s late (still fresh enough to use)
+    g.on_target(0.2, 0.0, captured_at=t, now=t + 0.15)
+    assert g.update(t + 0.15)[1] > 0
+    assert g.update(t + 0.26) == (0.0, 0.0) and g.state == "deadman"  # 0.26 s after the capture, 0.11 s after arrival
+
+
+def test_an_older_frame_arriving_late_does_not_replace_a_newer_one():
+    g = governor()
+    g.on_target(0.5, 0.0, captured_at=1.0)
+    assert g.on_target(-0.5, 0.0, captured_at=0.9, now=1.0) is False
+    g.update(1.0)
+    assert g.update(1.05)[0] > 0
+
+
+def speeds(g, throttle_target, seconds, start, rate=50.0):
+    g.params = ControlParams.from_config({"throttle": throttle_target, "curve_slowdown": 0.0, "min_throttle": 0.0},
+                                         profile="sim")
+    out, t = [], start
+    while t < start + seconds - 1e-9:
+        g.on_target(0.0, 0.0, t)
+        out.append(g.update(t)[1])
+        t += 1 / rate
+    return out, t
+
+
+def test_throttle_slew_limits_speeding_up_in_both_directions_and_stopping_is_immediate():
+    g = governor(throttle_slew_per_s=1.0)
+    forward, t = speeds(g, 0.5, 1.0, start=0.0)
+    assert forward[1] == pytest.approx(0.02) and forward[-1] == pytest.approx(0.5)
+    stopped, t = speeds(g, 0.0, 0.1, start=t)
+    assert stopped[0] == 0.0  # stopping from forward: at once
+    reverse, t = speeds(g, -0.5, 1.0, start=t)
+    assert reverse[0] == pytest.approx(-0.02) and reverse[-1] == pytest.approx(-0.5)  # into reverse: ramped
+    stopped, t = speeds(g, 0.0, 0.1, start=t)
+    assert stopped[0] == 0.0  # stopping from reverse: at once (not ramped)
+    reverse, t = speeds(g, -0.5, 1.0, start=t)
+    forward, t = speeds(g, 0.5, 0.1, start=t)
+    assert forward[0] == pytest.approx(0.0, abs=0.03)  # a change of direction drops to 0 first, never jumps across

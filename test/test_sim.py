@@ -135,12 +135,12 @@ def drive_steps(world, policy, steps):
     for _ in range(steps):
         x, y = policy(world.observe())
         world.step(*command)
-        command = compute_command(x, y, ControlParams.from_config())
+        command = compute_command(x, y, ControlParams.from_config(profile="sim"))
 
 
 def test_off_track_is_counted_and_the_run_goes_on():
     world = SimWorld(5)
-    metrics = drive(world, lambda f: (1.0, 0.0), ControlParams.from_config(), laps=1)
+    metrics = drive(world, lambda f: (1.0, 0.0), ControlParams.from_config(profile="sim"), laps=1)
     assert metrics["off_track_events"] >= 2
     assert metrics["frames"] > 100
     assert set(metrics) >= {"laps_completed", "off_track_events", "mean_abs_cte_m", "max_abs_cte_m",
@@ -150,7 +150,7 @@ def test_off_track_is_counted_and_the_run_goes_on():
 @pytest.mark.parametrize("seed,randomize", [(11, False), (12, True)])
 def test_expert_labels_drive_a_clean_lap_at_speed(seed, randomize):
     world = SimWorld(seed, randomize=randomize)
-    metrics = drive(world, lambda f: world.label(), ControlParams.from_config(), laps=1)
+    metrics = drive(world, lambda f: world.label(), ControlParams.from_config(profile="sim"), laps=1)
     assert metrics["laps_completed"] == 1
     assert metrics["off_track_events"] == 0
     assert metrics["mean_speed_mps"] >= 1.0

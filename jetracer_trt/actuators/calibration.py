@@ -154,6 +154,11 @@ def default_calibration_path() -> Path:
     return user if user.is_file() else shipped_calibration_path()
 
 
+def is_example_calibration(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the shipped stock file (through links too): a car that was never calibrated."""
+    return Path(path).resolve() == shipped_calibration_path().resolve()
+
+
 def load_calibration(path: str | os.PathLike | None = None) -> CarCalibration:
     """Reads and validates a calibration file (default: ``default_calibration_path()``).
 

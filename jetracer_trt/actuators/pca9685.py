@@ -18,17 +18,24 @@ calibration is measured on the car by ``jetracer-trt calibrate`` rather than tak
 On ``close()`` the outputs are left running at neutral (steering centred, ESC at its stop pulse): the PCA9685 keeps
 sending the last pulses after the process ends, which keeps the ESC stopped and the wheels straight. Writing a
 pulse of 0 (no pulse) is never done: a servo without pulses is not centred and an ESC without them is in failsafe.
+
+Every write sets the throttle's output before the steering's, and each on its own: when the bus fails midway,
+stopping the motor matters more than centring the wheels, and a failed steering write must not keep the throttle
+from being written (a neutral that skipped the throttle would leave the car driving). A write the board did not take
+(``OSError``, e.g. 121 "Remote I/O error") is an ``ActuatorError``, retried by the base class (see ``base``).
 """
 from __future__ import annotations
 
 import errno
+import functools
 import logging
+import math
 import os
 import time
 from typing import Any, Callable
 
 from ..errors import JetracerError
-from .base import Actuator, Command
+from .base import NEUTRAL, Actuator, ActuatorError, Command
 from .calibration import PULSE_LIMITS_US, CarCalibration
 
 logger = logging.getLogger(__name__)
@@ -44,11 +51,13 @@ class PCA9685Actuator(Actuator):
 
     ``servokit_factory`` replaces ``adafruit_servokit.ServoKit`` (tests and ``calibrate --fake`` pass a fake); it is
     called as ``factory(channels=16, address=..., frequency=..., i2c=...)``. ``sleep`` is the wait of the ESC
-    arming hold. ``i2c_dev_dir`` is where ``i2c-<bus>`` must exist (None skips that probe: a fake board).
-    ``calibration`` may be replaced while started (the wizard does); ``neutral()`` uses the current one.
+    arming hold and between retries. ``i2c_dev_dir`` is where ``i2c-<bus>`` must exist (None skips that probe: a
+    fake board). ``retry`` goes to ``Actuator`` (``retry_attempts``, ``retry_window_s``, ``neutral_give_up_s``,
+    ``clock``). ``calibration`` may be replaced while started (the wizard does); ``neutral()`` uses the current one.
     """
 
     kind = "pca9685"
+    calibration_source = "given"
 
     def __init__(
         self,
@@ -57,12 +66,12 @@ class PCA9685Actuator(Actuator):
         *,
         sleep: Callable[[float], None] = time.sleep,
         i2c_dev_dir: str | os.PathLike | None = "/dev",
+        **retry: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(sleep=sleep, **retry)
         calibration.validate()
         self.calibration = calibration
         self._servokit_factory = servokit_factory
-        self._sleep = sleep
         self._i2c_dev_dir = i2c_dev_dir
         self._kit: Any = None
         self._channels: Any = None  # the PCA9685's channel sequence
@@ -96,7 +105,8 @@ class PCA9685Actuator(Actuator):
             raise self._board_error(exc) from None
         self._kit, self._channels = kit, pca.channels
         logger.info("PCA9685 found at %s; PWM period %.1f us", self.where, self.period_us)
-        self._write(Command(0.0, 0.0))
+        # neutral first, as hard as neutral() tries: a previous program may have left the board driving
+        self._retried(lambda: self._write(NEUTRAL), self.neutral_give_up_s)
         if cal.esc_arming > 0:
             logger.info("holding neutral for %.1f s so the ESC arms", cal.esc_arming)
             self._sleep(cal.esc_arming)
@@ -141,8 +151,15 @@ class PCA9685Actuator(Actuator):
     # -- driving ---------------------------------------------------------------------------------------------------
     def _write(self, command: Command) -> None:
         cal = self.calibration
-        self.write_pulse_us(cal.steering.channel, cal.steering_us(command.steering))
-        self.write_pulse_us(cal.throttle.channel, cal.throttle_us(command.throttle))
+        failed = None
+        for channel, pulse_us in ((cal.throttle.channel, cal.throttle_us(command.throttle)),
+                                  (cal.steering.channel, cal.steering_us(command.steering))):
+            try:
+                self._set_pulse(channel, pulse_us)
+            except ActuatorError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def pulse_to_duty(self, pulse_us: float) -> int:
         """Pulse width -> the 16-bit ``duty_cycle`` whose 12-bit step is the one nearest to the pulse.
@@ -153,10 +170,21 @@ class PCA9685Actuator(Actuator):
         return max(0, min(STEPS - 1, steps)) << 4
 
     def write_pulse_us(self, channel: int, pulse_us: float) -> float:
-        """Sets one output to a pulse width (clamped to 500-2500 us); returns the width actually sent.
+        """Sets one output to a pulse width (clamped to 500-2500 us), retried like a driving write; returns the
+        width actually sent. Raises ActuatorError when the board did not take it (the caller goes to neutral).
 
         Public for the calibration wizard, which moves outputs by raw pulse widths.
         """
+        with self._lock:
+            try:
+                return self._retried(lambda: self._set_pulse(channel, pulse_us), self.retry_window_s,
+                                     self.retry_attempts)
+            except ActuatorError:
+                self.error_counts["write_errors"] += 1
+                raise
+
+    def _set_pulse(self, channel: int, pulse_us: float) -> float:
+        """One try of ``write_pulse_us``."""
         if self._channels is None:
             raise RuntimeError("PCA9685Actuator.write_pulse_us() before start()")
         pulse_us = max(PULSE_LIMITS_US[0], min(PULSE_LIMITS_US[1], float(pulse_us)))
@@ -164,13 +192,17 @@ class PCA9685Actuator(Actuator):
         try:
             self._channels[channel].duty_cycle = duty
         except OSError as exc:
-            raise JetracerError(
-                f"lost the PCA9685 at {self.where} while setting channel {channel} ({exc.strerror or exc}): check "
-                "the board's power and SDA/SCL wiring"
+            raise ActuatorError(
+                f"lost the PCA9685 at {self.where} while setting channel {channel}{self._output_name(channel)} "
+                f"({exc.strerror or exc}): check the board's power and SDA/SCL wiring"
             ) from None
         sent = (duty >> 4) * self.period_us / STEPS
         self.pulses_us[channel] = sent
         return sent
+
+    def _output_name(self, channel: int) -> str:
+        names = {self.calibration.throttle.channel: " (throttle)", self.calibration.steering.channel: " (steering)"}
+        return names.get(channel, "")
 
     def _release(self) -> None:
         # the outputs keep their neutral pulses (see the module docstring); only the Python objects go
@@ -237,7 +269,7 @@ class FakeServoKit:
     """A stand-in for ``adafruit_servokit.ServoKit`` with the parts this module uses (``_pca.channels[i].duty_cycle``,
     ``_pca.prescale_reg``, ``_pca.frequency``), behaving like adafruit-circuitpython-pca9685 (12-bit steps,
     prescale = round(25 MHz / 4096 / f) - 1). ``on_pulse(channel, pulse_us)`` is called on every write, e.g. to
-    print pulses in ``jetracer-trt calibrate --fake``.
+    print pulses in ``jetracer-trt calibrate --fake``. ``fail_writes`` makes writes fail like a loose cable does.
     """
 
     def __init__(self, *, channels: int = 16, i2c: Any = None, address: int = 0x40,
@@ -247,13 +279,38 @@ class FakeServoKit:
         self._pca = _FakePCA9685(reference_clock_speed, on_pulse)
         self._pca.frequency = frequency
 
+    def fail_writes(self, channel: int | None = None, times: float = math.inf) -> None:
+        """The next ``times`` writes to ``channel`` (None: to any channel) raise ``OSError(121, 'Remote I/O
+        error')``, what Linux's I2C driver raises when the board does not acknowledge; ``times=0`` heals it."""
+        self._pca.failures[channel] = times
+
+
+def fake_servokit_factory(output_fn: Callable[[str], None] = print) -> Callable[..., FakeServoKit]:
+    """A ``servokit_factory`` of fake boards that print each output's pulse when it changes (``--fake``)."""
+    last: dict[int, int] = {}
+
+    def on_pulse(channel: int, pulse_us: float) -> None:
+        if last.get(channel) != round(pulse_us):
+            last[channel] = round(pulse_us)
+            output_fn(f"    [fake board] channel {channel}: {pulse_us:.0f} us")
+
+    return functools.partial(FakeServoKit, on_pulse=on_pulse)
+
 
 class _FakePCA9685:
     def __init__(self, reference_clock_speed: int, on_pulse: Callable[[int, float], None] | None) -> None:
         self.reference_clock_speed = reference_clock_speed
         self.prescale_reg = 30  # the chip's power-on value (200 Hz)
         self.on_pulse = on_pulse
+        self.failures: dict[int | None, float] = {}  # channel (None: any) -> how many more writes fail
         self.channels = [_FakeChannel(self, i) for i in range(16)]
+
+    def take_failure(self, channel: int) -> bool:
+        for key in (channel, None):
+            if self.failures.get(key, 0) > 0:
+                self.failures[key] -= 1
+                return True
+        return False
 
     @property
     def frequency(self) -> float:
@@ -276,6 +333,8 @@ class _FakeChannel:
     def duty_cycle(self, value: int) -> None:
         if not 0 <= value <= 0xFFFF:
             raise ValueError(f"Out of range: value {value} not 0 <= value <= 65,535")
+        if self._pca.take_failure(self._index):
+            raise OSError(121, "Remote I/O error")
         self.steps = STEPS if value == 0xFFFF else (value + 1) >> 4
         if self._pca.on_pulse is not None:
             self._pca.on_pulse(self._index, self.pulse_us)

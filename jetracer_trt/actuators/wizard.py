@@ -4,7 +4,9 @@ Steps: steering direction (which way a shorter pulse turns), centre, full left a
 recorded in microseconds); the ESC armed on neutral; the throttle's real neutral (no creep); the smallest throttle
 that turns the wheels and whether that is forward. Nothing is written until the person confirms at the end, and
 then atomically; Ctrl-C or end of input at any moment ends in neutral with the old file untouched (``run`` closes
-the actuator in ``finally`` and re-raises).
+the actuator in ``finally`` and re-raises). So do SIGTERM, SIGHUP (the terminal or the SSH session went away) and
+SIGQUIT, which ``jetracer-trt calibrate`` turns into KeyboardInterrupt (``base.terminate_as_interrupt``), and a
+write the board did not take (``ActuatorError``).
 
 Input and output are injected (``input_fn``, ``output_fn``), and so is the actuator, so the whole flow runs in tests
 with a scripted list of answers and a fake board.

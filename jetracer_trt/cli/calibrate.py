@@ -7,7 +7,6 @@ command line. Adafruit's ServoKit is imported only when a real board is opened (
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -25,7 +24,8 @@ def register(subparsers) -> None:
             "Walk through the car's calibration with all four wheels off the ground: which way the steering turns, "
             "its centre and both ends, arming the ESC, the throttle's real neutral (no creep) and the smallest "
             "throttle that turns the wheels, and which way is forward. Nothing is written until you confirm at the "
-            "end; Ctrl-C or Ctrl-D at any moment puts the car in neutral and leaves the old file as it was. "
+            "end; Ctrl-C or Ctrl-D at any moment (and a closed terminal or dropped SSH session) puts the car in "
+            "neutral and leaves the old file as it was. "
             "Without --out the file is ~/.config/jetracer_trt/car_calibration.yaml, which the car's programs read "
             "instead of the shipped config/car_calibration.yaml."
         ),
@@ -48,11 +48,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace, input_fn=input, output_fn=print, sleep=time.sleep) -> int:
-    """Runs the wizard; 0 when a file was written, 1 when not, 130 after Ctrl-C. Board problems (no I2C bus, no
-    PCA9685 answering, no ServoKit) are JetracerErrors: ``error: ...`` and exit status 2."""
+    """Runs the wizard; 0 when a file was written, 1 when not, 130 after Ctrl-C, SIGTERM, SIGHUP (the terminal or
+    SSH session went away) or SIGQUIT, each of which ends in neutral. Board problems (no I2C bus, no PCA9685
+    answering, no ServoKit, a write the board did not take) are JetracerErrors: ``error: ...`` and exit status 2,
+    after the wizard set neutral."""
     from ..actuators.base import terminate_as_interrupt
     from ..actuators.calibration import default_calibration_path, load_calibration, user_calibration_path
-    from ..actuators.pca9685 import FakeServoKit, PCA9685Actuator
+    from ..actuators.pca9685 import PCA9685Actuator, fake_servokit_factory
     from ..actuators.wizard import CalibrationWizard
 
     out = Path(args.out) if args.out else (None if args.fake else user_calibration_path())
@@ -68,8 +70,7 @@ def run(args: argparse.Namespace, input_fn=input, output_fn=print, sleep=time.sl
     output_fn(f"Starting from {start_from}.")
 
     if args.fake:
-        factory = functools.partial(FakeServoKit, on_pulse=_pulse_printer(output_fn))
-        actuator = PCA9685Actuator(calibration, factory, sleep=sleep, i2c_dev_dir=None)
+        actuator = PCA9685Actuator(calibration, fake_servokit_factory(output_fn), sleep=sleep, i2c_dev_dir=None)
     else:
         actuator = PCA9685Actuator(calibration, sleep=sleep)
     wizard = CalibrationWizard(actuator, calibration, out, input_fn=input_fn, output_fn=output_fn)
@@ -84,18 +85,6 @@ def run(args: argparse.Namespace, input_fn=input, output_fn=print, sleep=time.sl
         print(f"\ncalibration stopped (end of input): the car is in neutral and {unchanged}", file=sys.stderr)
         return 1
     return 0 if written else 1
-
-
-def _pulse_printer(output_fn):
-    """``on_pulse`` for the fake board: prints a channel's pulse when it changes."""
-    last: dict[int, int] = {}
-
-    def on_pulse(channel: int, pulse_us: float) -> None:
-        if last.get(channel) != round(pulse_us):
-            last[channel] = round(pulse_us)
-            output_fn(f"    [fake board] channel {channel}: {pulse_us:.0f} us")
-
-    return on_pulse
 
 
 def _check_writable(path: Path) -> None:

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import JetracerError
 
-VERB_MODULES = ("sim", "launch", "calibrate", "data", "train", "export", "convert", "benchmark")
+VERB_MODULES = ("sim", "launch", "calibrate", "neutral", "data", "train", "export", "convert", "benchmark")
 
 DESCRIPTION = """\
 Self-driving JetRacer-style car: a ResNet18 looks at the camera frame and predicts the point on the road to steer

@@ -82,7 +82,7 @@ def run_eval(args: argparse.Namespace) -> int:
     engine = create_engine(args.backend, model, threads=args.threads, **options)
     engine.warmup()
     world = SimWorld(args.track_seed, randomize=args.randomize, run_seed=args.run_seed)
-    params = ControlParams.from_config()
+    params = ControlParams.from_config(profile="sim")
     video = RunVideo(args.video, world.rate_hz) if args.video else None
     bar = _progress(args.laps, "laps", quiet=args.json)
     laps_seen = [0]

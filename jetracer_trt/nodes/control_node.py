@@ -1,142 +1,218 @@
-"""Road target -> steering and throttle -> actuator, through the safety governor (deadman, latched e-stop, slew,
-non-finite guards). Every control parameter can be changed at runtime (`ros2 param set /control steering_gain 0.9`);
-invalid values are rejected with the reason. The car goes neutral on shutdown, SIGTERM/SIGINT and any exception.
+"""Road target -> steering and throttle -> actuator, through the safety governor (arming, stale frames, deadman,
+latched e-stop, slew, non-finite guards). Every control and safety setting can be changed at runtime (`ros2 param
+set /control steering_gain 0.9`); invalid values are rejected with the valid range. The car goes neutral on
+shutdown, on every signal that ends the node and on any exception.
 
-Topics: road_target (PointStamped, in), estop (std_msgs/Bool, in: true latches the stop), estop_release
+Topics: road_target (PointStamped, in; ``point.z`` carries the model's milliseconds for latency accounting),
+arm (std_msgs/Bool, in: true arms, false disarms), estop (std_msgs/Bool, in: true latches the stop), estop_release
 (std_msgs/Empty, in), cmd (TwistStamped, out: linear.x = throttle, angular.z = -steering, both in [-1, 1], header =
-the camera frame's header), /diagnostics (out).
+the camera frame's header), /diagnostics (out). arm, estop and estop_release accept reliable and best-effort
+publishers alike.
 """
 from __future__ import annotations
 
 import time
-from collections import deque
-from dataclasses import fields, replace
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 from std_msgs.msg import Bool, Empty
 
 from ..actuators import create_actuator
-from ..config import load_config
-from ..control import ControlParams
+from ..control import CONTROL_SETTINGS, PROFILES, ControlParams, profile_defaults, setting_problems
 from ..errors import JetracerError
-from ..safety import SafetyGovernor, SafetyLimits
-from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for, ms_since, percentiles, steady_timer
+from ..latency import LatencyStats
+from ..safety import SAFETY_SETTINGS, SafetyGovernor, SafetyLimits
+from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for, steady_timer, stamp_to_ns
 
-CONTROL_DESCRIPTIONS = {
-    "steering_gain": ("steering per unit of target x", 0.0, 5.0),
-    "steering_offset": ("steering added so that the car goes straight at x = 0", -1.0, 1.0),
-    "steering_limit": ("largest |steering| sent", 0.0, 1.0),
-    "throttle": ("throttle on a straight", -1.0, 1.0),
-    "curve_slowdown": ("throttle scale-down per unit of |x|", 0.0, 1.0),
-    "min_throttle": ("throttle never drops below this in curves", -1.0, 1.0),
-}
+BEST_EFFORT_EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+KEEPALIVE_S = 0.1  # the slowest /cmd rate while nothing changes (receivers time out after 0.5 s)
+ARM_HINT = "ros2 topic pub --once /arm std_msgs/msg/Bool '{data: true}'"
 
 
 class ControlNode(Node):
     def __init__(self):
         super().__init__("control")
-        defaults = load_config("control")
-        values = {name: declare(self, name, float(defaults[name]), *CONTROL_DESCRIPTIONS[name])
-                  for name in CONTROL_DESCRIPTIONS}
-        limits = SafetyLimits(
-            deadman_timeout_s=declare(self, "deadman_timeout_s", 0.25, "no fresh target for this long: stop",
-                                      0.01, 5.0),
-            steering_slew_per_s=declare(self, "steering_slew_per_s", 8.0, "fastest steering change per second",
-                                        0.1, 100.0),
-            throttle_slew_per_s=declare(self, "throttle_slew_per_s", 2.0, "fastest throttle increase per second",
-                                        0.1, 100.0),
-        )
-        rate_hz = declare(self, "rate_hz", 50.0, "command rate when no target arrives (deadman checks)", 1.0, 500.0)
+        profile = declare(self, "profile", "car", f"control defaults from config/control.yaml: "
+                          f"{' or '.join(PROFILES)} (car: slow, for a real car's first drives)", read_only=True)
+        if profile not in PROFILES:
+            raise JetracerError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        law, safety = profile_defaults(profile), profile_defaults("safety")
+        values = {name: declare(self, name, float(law[name]), s.description, s.low, s.high)
+                  for name, s in CONTROL_SETTINGS.items()}
+        limits = {name: declare(self, name, float(safety[name]), s.description, s.low, s.high)
+                  for name, s in SAFETY_SETTINGS.items()}
+        self.rate_hz = declare(self, "rate_hz", 50.0, "rate of the safety check (deadman, slew) between targets; it "
+                               "publishes a command only when it changed, or every 0.1 s when nothing else went "
+                               "out (each target sends its own command at once)", 1.0, 500.0)
         kind = declare(self, "actuator", "sim", "pca9685 (the car's servo board), sim or none", read_only=True)
         calibration = declare(self, "calibration_file", "", "per-car calibration YAML (empty: the one "
-                              "`jetracer-trt calibrate` wrote, ~/.config/jetracer_trt/car_calibration.yaml, "
-                              "else config/car_calibration.yaml)",
+                              "`jetracer-trt calibrate` wrote, ~/.config/jetracer_trt/car_calibration.yaml)",
                               read_only=True)
-        check = declare(self, "check", False, "wheels-up check: throttle forced to 0, target and steering logged",
-                        read_only=True)
-        params = ControlParams(**values)
-        params.validate()
-        self.governor = SafetyGovernor(params, limits, force_zero_throttle=check)
-        self.check = check
-        self.actuator = create_actuator(kind, calibration=calibration or None)
+        allow_example = declare(self, "allow_example_calibration", False, "drive the board with the shipped "
+                                "example calibration (config/car_calibration.yaml) instead of refusing",
+                                read_only=True)
+        armed = declare(self, "armed_at_start", False, "start armed; false: throttle held at 0 until true is "
+                        "published on arm", read_only=True)
+        self.check = declare(self, "check", False, "wheels-up check: throttle forced to 0, target and steering "
+                             "logged", read_only=True)
+        problems = setting_problems(CONTROL_SETTINGS, values) + setting_problems(SAFETY_SETTINGS, limits)
+        if problems:
+            raise JetracerError("; ".join(problems))
+        self.governor = SafetyGovernor(ControlParams(**values), SafetyLimits(**limits), force_zero_throttle=self.check,
+                                       armed=armed)
+        self.actuator = create_actuator(kind, calibration=calibration or None,
+                                        allow_example_calibration=allow_example)
         self.actuator.start()
         self.add_on_set_parameters_callback(self.on_set_parameters)
-        self.cmd_pub = self.create_publisher(TwistStamped, "cmd", RELIABLE)
+        self.cmd_pub = self.create_publisher(TwistStamped, "cmd", RELIABLE,
+                                             event_callbacks=PublisherEventCallbacks(incompatible_qos=self._warn_qos))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(PointStamped, "road_target", self.on_target, LATEST_ONLY)
-        self.create_subscription(Bool, "estop", self.on_estop, RELIABLE)
-        self.create_subscription(Empty, "estop_release", self.on_estop_release, RELIABLE)
+        self.create_subscription(PointStamped, "road_target", self.on_target, LATEST_ONLY,
+                                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._warn_qos))
+        self._subscribe_any_reliability(Bool, "arm", self.on_arm)
+        self._subscribe_any_reliability(Bool, "estop", self.on_estop)
+        self._subscribe_any_reliability(Empty, "estop_release", self.on_estop_release)
         self._cmd = TwistStamped()
-        self._e2e_ms = deque(maxlen=300)
-        self.targets = 0
+        self._last_sent = float("-inf")
+        self._sent = (0.0, 0.0)
+        self.targets = self.actuator_errors = 0
+        self.stages = {name: LatencyStats() for name in
+                       ("inference_to_control", "control", "capture_to_command", "overhead")}
+        self._system_clock = Clock(clock_type=ClockType.SYSTEM_TIME)  # the clock of the capture stamps
         # the deadman runs on the steady clock: with use_sim_time a stalled /clock must not stall the safety checks
-        steady_timer(self, 1.0 / rate_hz, self.tick)
+        self._tick_timer = steady_timer(self, 1.0 / self.rate_hz, self.tick)
         steady_timer(self, 1.0, self.report)
-        self.get_logger().info(f"actuator {kind}{' (CHECK MODE: throttle forced to 0)' if check else ''}")
+        source = getattr(self.actuator, "calibration_source", "")
+        self.get_logger().info(f"profile {profile}, actuator {kind}{f', calibration {source}' if source else ''}"
+                               f"{' (CHECK MODE: throttle forced to 0)' if self.check else ''}")
+        if not armed:
+            self.get_logger().warning(f"DISARMED: throttle held at 0 until armed ({ARM_HINT})")
+
+    def _subscribe_any_reliability(self, msg_type, topic: str, callback) -> None:
+        """A reliable and a best-effort subscription: a reliable publisher is heard reliably, a best-effort one
+        (which a reliable subscription cannot match) is heard too. Duplicates are harmless: these commands latch."""
+        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _event: None, use_default_callbacks=False)
+        self.create_subscription(msg_type, topic, callback, RELIABLE, event_callbacks=quiet)
+        self.create_subscription(msg_type, topic, callback, BEST_EFFORT_EVENTS,
+                                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._warn_qos))
+
+    def _warn_qos(self, event) -> None:
+        policy = qos_policy_name_from_kind(event.last_policy_kind)
+        self.get_logger().warning(f"a peer with incompatible QoS ({policy}) cannot be matched: check its "
+                                  "reliability and durability against the README's topic table")
 
     # -- inputs ---------------------------------------------------------------------------------------------------
-    def on_target(self, msg: PointStamped) -> None:
-        self.governor.on_target(msg.point.x, msg.point.y, time.monotonic())
+    def on_target(self, msg: PointStamped, info: dict) -> None:
+        """``info``: rclpy's MessageInfo (``source_timestamp``: when the inference node published)."""
+        received = time.perf_counter()
+        now_ns = self._system_clock.now().nanoseconds
+        age_s = (now_ns - stamp_to_ns(msg.header.stamp)) / 1e9
+        now = time.monotonic()
+        used = self.governor.on_target(msg.point.x, msg.point.y, captured_at=now - age_s, now=now)
+        if not used:
+            if self.governor.stale_targets and age_s > self.governor.limits.max_target_age_s:
+                self.get_logger().warning(f"target from a frame {age_s * 1e3:.0f} ms old not used (max_target_age_s "
+                                          f"{self.governor.limits.max_target_age_s:g})", throttle_duration_sec=2.0)
+            return
         self._cmd.header = msg.header  # the capture stamp travels on to the command
         self.targets += 1
         self.send()
-        self._e2e_ms.append(ms_since(msg.header.stamp))
+        done_ns = self._system_clock.now().nanoseconds
+        e2e_ms = (done_ns - stamp_to_ns(msg.header.stamp)) / 1e6
+        self.stages["control"].add((time.perf_counter() - received) * 1e3)
+        self.stages["capture_to_command"].add(e2e_ms)
+        if msg.point.z > 0:  # the model's own time, set by the inference node
+            self.stages["overhead"].add(e2e_ms - msg.point.z)
+        if info and info.get("source_timestamp"):
+            self.stages["inference_to_control"].add((now_ns - info["source_timestamp"]) / 1e6)
         if self.check:
             steering, _ = self.governor.command
             self.get_logger().info(f"check: target x {msg.point.x:+.2f} y {msg.point.y:+.2f} -> steering "
                                    f"{steering:+.2f} ({'right' if steering > 0 else 'left'})",
                                    throttle_duration_sec=1.0)
 
-    def on_estop(self, msg: Bool) -> None:
+    def on_arm(self, msg: Bool) -> None:
+        if bool(msg.data) == self.governor.armed:
+            return
+        self.governor.arm(bool(msg.data))
         if msg.data:
+            self.get_logger().info("ARMED: the car drives when targets are fresh")
+        else:
+            self.get_logger().warning(f"DISARMED: throttle held at 0 ({ARM_HINT} to drive again)")
+            self.send()
+
+    def on_estop(self, msg: Bool) -> None:
+        if msg.data and not self.governor.estopped:
             self.governor.trigger_estop()
             self.get_logger().warning("EMERGENCY STOP latched: publish on estop_release to drive again")
             self.send()
 
     def on_estop_release(self, _msg: Empty) -> None:
-        self.governor.release_estop()
-        self.get_logger().info("emergency stop released")
+        if self.governor.estopped:
+            self.governor.release_estop()
+            self.get_logger().info("emergency stop released")
 
     def on_set_parameters(self, changes) -> SetParametersResult:
-        """Applies control and safety changes all at once, or none of them with the reason."""
-        control = {f.name: getattr(self.governor.params, f.name) for f in fields(ControlParams)}
-        limits = self.governor.limits
+        """Applies control, safety and rate changes all at once, or none of them with the reason."""
+        control = self.governor.params.as_dict()
+        limits = vars(self.governor.limits).copy()
+        rate_hz = self.rate_hz
         for p in changes:
             if p.name in control:
-                control[p.name] = float(p.value)
-            elif p.name in ("deadman_timeout_s", "steering_slew_per_s", "throttle_slew_per_s"):
-                limits = replace(limits, **{p.name: float(p.value)})
-        try:
-            params = ControlParams(**control)
-            params.validate()
-        except (JetracerError, TypeError, ValueError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        problems = limits.validate()
+                control[p.name] = p.value
+            elif p.name in limits:
+                limits[p.name] = p.value
+            elif p.name == "rate_hz":
+                rate_hz = float(p.value)
+        problems = setting_problems(CONTROL_SETTINGS, control) + setting_problems(SAFETY_SETTINGS, limits)
         if problems:
             return SetParametersResult(successful=False, reason="; ".join(problems))
-        self.governor.params, self.governor.limits = params, limits
+        self.governor.params = ControlParams(**{k: float(v) for k, v in control.items()})
+        self.governor.limits = SafetyLimits(**{k: float(v) for k, v in limits.items()})
+        if rate_hz != self.rate_hz:
+            self.rate_hz = rate_hz
+            self.destroy_timer(self._tick_timer)
+            self._tick_timer = steady_timer(self, 1.0 / rate_hz, self.tick)
         return SetParametersResult(successful=True)
 
     # -- outputs --------------------------------------------------------------------------------------------------
     def tick(self) -> None:
-        self.send()
+        """The safety check at ``rate_hz``: it publishes only what targets do not, i.e. a command that changed
+        since the last one sent (a deadman stop, a slew step) or, when nothing went out for ``KEEPALIVE_S``, the
+        same one again (receivers such as the simulator's failsafe listen for a steady stream)."""
+        command = self.governor.update(time.monotonic())
+        if command != self._sent or time.monotonic() - self._last_sent >= KEEPALIVE_S:
+            self.send(command)
 
-    def send(self) -> None:
-        steering, throttle = self.governor.update(time.monotonic())
-        self.actuator.apply(steering, throttle)
+    def send(self, command: tuple[float, float] | None = None) -> None:
+        steering, throttle = command or self.governor.update(time.monotonic())
+        try:
+            self.actuator.apply(steering, throttle)
+        except JetracerError as exc:  # a failed write: the actuator tried neutral; the next command tries again
+            self.actuator_errors += 1
+            self.get_logger().error(f"actuator: {exc}", throttle_duration_sec=1.0)
         self._cmd.twist.linear.x = float(throttle)
         self._cmd.twist.angular.z = float(-steering)
         self.cmd_pub.publish(self._cmd)
+        self._sent = (steering, throttle)
+        self._last_sent = time.monotonic()
 
     def report(self) -> None:
-        p50, p99 = percentiles(self._e2e_ms)
-        self.diag_pub.publish(diagnostics(self, "jetracer_trt/control", {
-            "state": self.governor.state, "targets": self.targets, "steering": self.governor.command[0],
-            "throttle": self.governor.command[1], "capture_to_command_ms_p50": p50, "capture_to_command_ms_p99": p99,
-        }))
+        values = {"state": self.governor.state, "armed": self.governor.armed, "targets": self.targets,
+                  "stale_targets": self.governor.stale_targets, "steering": self.governor.command[0],
+                  "throttle": self.governor.command[1], "actuator_errors": self.actuator_errors}
+        values.update(getattr(self.actuator, "error_counts", {}))
+        for name, stats in self.stages.items():
+            values[f"{name}_ms_p50"], values[f"{name}_ms_p99"] = stats.whole_run()
+        failing = self.actuator_errors and self.governor.state == "driving"
+        self.diag_pub.publish(diagnostics(self, "jetracer_trt/control", values,
+                                          level=DiagnosticStatus.WARN if failing else DiagnosticStatus.OK,
+                                          message="actuator write errors" if failing else self.governor.state))
 
     def shutdown(self) -> None:
         """Neutral on every way out: the actuator first (the car), then one last neutral command on the topic."""

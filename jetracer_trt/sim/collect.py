@@ -46,7 +46,7 @@ def run_episode(episode: Episode) -> int:
     """Records one episode into this process's dataset writer; returns the frames written."""
     writer = _writer
     world = SimWorld(episode.track_seed, randomize=episode.randomize, run_seed=episode.run_seed)
-    params = ControlParams.from_config()
+    params = ControlParams.from_config(profile="sim")
 
     def sink(frame, x, y, meta):
         writer.append(frame, x, y, track_seed=episode.track_seed, run_seed=episode.run_seed,

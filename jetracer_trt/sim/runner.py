@@ -95,7 +95,7 @@ def expert_episode(world: SimWorld, params: ControlParams, frames: int,
 def sample_frames(count: int, seed: int = 0, randomize: bool = False) -> list[np.ndarray]:
     """``count`` real simulator frames of track ``seed`` seen while the expert drives (for verification)."""
     world = SimWorld(seed, randomize=randomize)
-    params = ControlParams.from_config()
+    params = ControlParams.from_config(profile="sim")
     frames: list[np.ndarray] = []
     stride = 7
     expert_episode(world, params, count * stride,
