@@ -6,15 +6,20 @@ Layout of a dataset folder ``root``::
     root/images/        one JPEG per sample, named <8 hex chars per writer>_<counter:06d>.jpg
     root/index.jsonl    one JSON object per line: {"image": "images/<name>.jpg", "x": ..., "y": ..., ...meta}
 
-Why it survives ``kill -9`` or a power cut: an image is written to a temporary name, fsynced and renamed into place
-*before* its index line is appended, and each index line goes out in a single ``write()`` on an ``O_APPEND`` file
-descriptor. So a crash leaves at worst an image without an index line (invisible to readers) or a torn last line
-(counted as corrupt and skipped). The same single-write rule lets several processes append to one dataset at once.
-Readers never crash on bad entries: they skip and count them. See ``docs/dataset_format.md``.
+Why it survives ``kill -9`` or a power cut: an image is written to a temporary name, fsynced, renamed into place and
+its folder fsynced *before* its index line is appended, and each index line goes out in a single ``write()`` on an
+``O_APPEND`` file descriptor. So a crash leaves at worst an image without an index line (invisible to readers) or a
+torn last line (counted as corrupt and skipped). Writers hold an exclusive ``flock`` on the index for the moment of
+each write, which lets several processes append to one dataset at once and lets a writer whose write or fsync
+failed (a full disk) take its own bytes back out: a failed append leaves the index as it was. Readers never crash on
+bad entries: they skip and count them. See ``docs/dataset_format.md``.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
+import fcntl
 import json
 import logging
 import math
@@ -28,7 +33,7 @@ import cv2
 import numpy as np
 
 from .errors import JetracerError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, fsync_dir
 from .preprocess import check_frame
 
 log = logging.getLogger(__name__)
@@ -67,24 +72,9 @@ def _manifest(created: str | None = None) -> dict[str, Any]:
     return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "created": created, "image_format": IMAGE_EXT}
 
 
-def _fsync_dir(path: Path) -> None:
-    """Makes a rename or a new file inside ``path`` durable; best effort (some file systems refuse dir fsync)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_manifest(root: Path) -> None:
-    """Writes the manifest atomically (temp file + fsync + rename) so a reader never sees half of it."""
+    """Writes the manifest atomically (temp file + fsync + rename + folder fsync): never half of it, never lost."""
     atomic_write_bytes(root / MANIFEST_NAME, (json.dumps(_manifest(), indent=2) + "\n").encode(), fsync=True)
-    _fsync_dir(root)
 
 
 def _check_manifest(root: Path) -> None:
@@ -159,14 +149,34 @@ def _index_line(image: str, x: float, y: float, meta: dict[str, Any]) -> bytes:
 
 
 def _write_file_durably(path: Path, data: bytes) -> None:
-    """Writes ``data`` under a temporary name, fsyncs it, then renames: ``path`` is complete or absent, never torn."""
+    """Writes ``data`` under a temporary name, fsyncs it, renames it and fsyncs the folder: ``path`` is complete or
+    absent, never torn, and its name survives a power cut."""
     atomic_write_bytes(path, data, fsync=True)
+
+
+# every byte but the newline becomes a space: a line overwritten with it keeps its length and reads back as blank
+_BLANK = bytes(byte if byte == ord("\n") else ord(" ") for byte in range(256))
+
+
+# flock errors that mean "this file system has no locks" (NFS without lockd, some FUSE mounts), not a failure
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+class DatasetWriteError(JetracerError):
+    """An append failed on the disk (full, quota, I/O error); ``errno`` says which. The dataset holds every earlier
+    sample and the writer stays usable: the same append may be tried again once the cause is gone."""
+
+    def __init__(self, message: str, errno_: int | None):
+        super().__init__(message)
+        self.errno = errno_
 
 
 class DatasetWriter:
     """Appends samples to a format-v1 dataset, creating it if needed; safe against crashes and concurrent writers.
 
-    Every ``append`` fsyncs its image and its index line, so what was appended before a crash is kept.
+    Every ``append`` fsyncs its image, the images folder and its index line, so what was appended before a crash
+    or power cut is kept. An append that fails on the disk (``DatasetWriteError``) leaves the index as it was and
+    removes its image; its image name is never used again, so no two index lines ever share an image.
     """
 
     def __init__(self, root: str | os.PathLike, jpeg_quality: int = 90):
@@ -175,12 +185,15 @@ class DatasetWriter:
         self.root = Path(root).absolute()
         self.jpeg_quality = jpeg_quality
         self._count = 0
+        self._names_used = 0  # image names handed out, failed appends included: none is ever handed out twice
         self._fd: int | None = None
+        self._locking = True
         try:
             self._prepare_root()
             (self.root / IMAGES_DIR).mkdir(exist_ok=True)
-            self._fd = os.open(self.root / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self._terminate_torn_line()
+            # O_RDWR: pread checks how the index ends; O_APPEND keeps every line at the end even without locks
+            self._fd = os.open(self.root / INDEX_NAME, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fsync_dir(self.root)  # the names images/ and index.jsonl
         except OSError as exc:
             self.close()
             raise JetracerError(f"cannot write dataset {self.root}: {exc.strerror or exc}") from None
@@ -191,7 +204,9 @@ class DatasetWriter:
         """Creates the folder and manifest, or checks an existing dataset; refuses to write into unrelated folders."""
         if self.root.exists() and not self.root.is_dir():
             raise JetracerError(f"{self.root} is a file, not a dataset folder; choose another output path")
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self.root.parent)
         state = _dataset_state(self.root)
         if state == "index_only":
             log.warning("dataset %s has an index but lost its %s; writing a new one", self.root, MANIFEST_NAME)
@@ -203,19 +218,6 @@ class DatasetWriter:
                     "write the dataset into a new or empty folder"
                 )
             _write_manifest(self.root)
-
-    def _terminate_torn_line(self) -> None:
-        """If a crashed writer left a last line without newline, end it so our first line is not glued onto it."""
-        path = self.root / INDEX_NAME
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
-                return
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) == b"\n":
-                return
-        log.warning("%s ends with a torn line (an interrupted writer); it will be skipped as corrupt", path)
-        os.write(self._fd, b"\n")  # a blank line, should a concurrent writer have been mid-write, is ignored on read
 
     def _unused_prefix(self) -> str:
         """A random per-writer name prefix, so concurrent writers never pick the same image name."""
@@ -230,35 +232,134 @@ class DatasetWriter:
         return self._count
 
     def append(self, frame_rgb: np.ndarray, x: float, y: float, **meta: Any) -> None:
-        """Stores one RGB uint8 (H, W, 3) frame with its road target (x, y) in [-1, 1] and JSON-serialisable meta."""
+        """Stores one RGB uint8 (H, W, 3) frame with its road target (x, y) in [-1, 1] and JSON-serialisable meta.
+
+        Raises JetracerError for bad input (nothing written) and DatasetWriteError when the disk fails: then the
+        index is as it was before the call and the sample's image is removed.
+        """
         if self._fd is None:
             raise JetracerError("this DatasetWriter is closed")
         check_frame(frame_rgb)
         x, y = _check_label("x", x), _check_label("y", y)
-        name = f"{self._prefix}_{self._count:06d}.{IMAGE_EXT}"
+        name = f"{self._prefix}_{self._names_used:06d}.{IMAGE_EXT}"
         line = _index_line(f"{IMAGES_DIR}/{name}", x, y, meta)  # validated before anything touches the disk
         bgr = cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2BGR)
         ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
             raise JetracerError(f"could not encode a {frame_rgb.shape} frame as JPEG")
+        self._names_used += 1  # from here on the name is spent, whatever happens
+        image = self.root / IMAGES_DIR / name
+        line_kept = False
         try:
-            _write_file_durably(self.root / IMAGES_DIR / name, jpeg.tobytes())
-            written = os.write(self._fd, line)  # one write() of the whole line: never interleaved with other writers
-            if written != len(line):
-                raise OSError(f"short write to the index ({written} of {len(line)} bytes); is the disk full?")
-            os.fsync(self._fd)
+            _write_file_durably(image, jpeg.tobytes())
+            start, end = self._write_line(line)
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                line_kept = not self._take_back(start, end)
+                raise
         except OSError as exc:
-            raise JetracerError(f"cannot write to dataset {self.root}: {exc}") from None
+            if not line_kept:
+                with contextlib.suppress(OSError):
+                    image.unlink()  # an orphan image is invisible, but a full disk needs the space
+            outcome = ("the sample may still be in the index" if line_kept
+                       else "this sample was not stored; the dataset holds every earlier one")
+            raise DatasetWriteError(f"cannot write to dataset {self.root}: {exc.strerror or exc}; {outcome}",
+                                    exc.errno) from None
         self._count += 1
 
+    @contextlib.contextmanager
+    def _index_lock(self):
+        """Holds the index's exclusive flock: no other writer writes, or takes bytes back, meanwhile."""
+        locked = False
+        if self._locking:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+                locked = True
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKS:
+                    raise
+                self._locking = False
+                log.warning("%s: this file system has no file locks (%s); appending without them, and a failed "
+                            "append may leave a corrupt line", self.root / INDEX_NAME, exc.strerror)
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _write_line(self, line: bytes) -> tuple[int, int]:
+        """Appends ``line`` in one write() and returns where its bytes lie; on failure the index is cut back to what
+        it was, and the error raised."""
+        with self._index_lock():
+            start = os.fstat(self._fd).st_size
+            if start and os.pread(self._fd, 1, start - 1) != b"\n":
+                log.warning("%s ends with a torn line (an interrupted writer); it will be skipped as corrupt",
+                            self.root / INDEX_NAME)
+                line = b"\n" + line  # ends the torn line, so this one is not glued onto it
+            try:
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, f"short write to the index ({written} of {len(line)} bytes): "
+                                                "the disk is probably full")
+            except OSError:
+                self._cut_back(start)
+                raise
+        # an O_APPEND write leaves the file position at the end of its own bytes, with or without locks
+        end = os.lseek(self._fd, 0, os.SEEK_CUR)
+        return end - len(line), end
+
+    def _cut_back(self, start: int) -> None:
+        """Removes whatever a failed write left after ``start`` (the index lock is held, so it is all ours).
+
+        Without file locks ``start`` may not be where the write went: the fragment stays, and the next append
+        ends it with a newline (one line skipped as corrupt)."""
+        if not self._locking:
+            return
+        try:
+            if os.fstat(self._fd).st_size > start:
+                os.ftruncate(self._fd, start)
+        except OSError as exc:
+            log.error("%s: cannot remove a partly written line (%s); it will be skipped as corrupt",
+                      self.root / INDEX_NAME, exc.strerror or exc)
+
+    def _take_back(self, start: int, end: int) -> bool:
+        """Removes our line at [start, end) after its fsync failed; True when it is gone from the index.
+
+        When no one appended since, the index is cut back to ``start``; otherwise the line is overwritten in place
+        with spaces (read back as a blank line), leaving the lines of other writers alone.
+        """
+        path = self.root / INDEX_NAME
+        try:
+            with self._index_lock():
+                size = os.fstat(self._fd).st_size
+                if size == end and self._locking:
+                    os.ftruncate(self._fd, start)
+                elif size >= end:
+                    blank_fd = os.open(path, os.O_WRONLY)  # pwrite on an O_APPEND descriptor would append
+                    try:
+                        data = os.pread(self._fd, end - start, start)
+                        os.pwrite(blank_fd, data.translate(_BLANK), start)
+                    finally:
+                        os.close(blank_fd)
+                else:
+                    return False  # someone truncated the index under us: our line is not where we put it
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+        except OSError as exc:
+            log.error("%s: cannot remove the line of a failed append (%s)", path, exc.strerror or exc)
+            return False
+        return True
+
     def close(self) -> None:
-        """Closes the index; also fsyncs the folders so the renamed images' names survive a power cut."""
+        """Closes the index (and fsyncs the folders once more)."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         os.close(fd)
-        _fsync_dir(self.root / IMAGES_DIR)
-        _fsync_dir(self.root)
+        with contextlib.suppress(OSError):  # every append already synced what it wrote; this is belt and braces
+            fsync_dir(self.root / IMAGES_DIR)
+            fsync_dir(self.root)
 
     def __enter__(self) -> "DatasetWriter":
         return self

@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .control import ControlParams, Setting, compute_command, profile_defaults, setting_problems
+from .control import CONTROL_SETTINGS, ControlParams, Setting, compute_command, profile_defaults, setting_problems
+from .errors import JetracerError
 
 NEUTRAL = (0.0, 0.0)
 
@@ -57,6 +58,23 @@ class SafetyGovernor:
     """Turns (target, time) into the command to send, holding every safety rule; ``state`` says which rule rules:
     ``waiting`` (no target yet), ``driving``, ``disarmed`` (would drive, throttle held at 0), ``deadman``,
     ``estop``."""
+
+    @classmethod
+    def from_config(cls, profile: str = "car", overrides: dict | None = None, **kw) -> "SafetyGovernor":
+        """The controller every driver runs (the control node, ``sim eval``): the ``profile``'s law and the safety
+        settings of config/control.yaml, with ``overrides`` (any of ``CONTROL_SETTINGS`` and ``SAFETY_SETTINGS``)
+        applied; unknown names and out-of-range values are refused with the valid range."""
+        overrides = dict(overrides or {})
+        problems = setting_problems({**CONTROL_SETTINGS, **SAFETY_SETTINGS}, overrides)
+        if problems:
+            raise JetracerError("; ".join(problems))
+        law = {k: v for k, v in overrides.items() if k in CONTROL_SETTINGS}
+        limits = {k: v for k, v in overrides.items() if k in SAFETY_SETTINGS}
+        return cls(ControlParams.from_config(law, profile=profile), SafetyLimits.from_config(limits), **kw)
+
+    def settings(self) -> dict:
+        """Every setting that drives, by name (for reports)."""
+        return {**self.params.as_dict(), **asdict(self.limits)}
 
     def __init__(self, params: ControlParams, limits: SafetyLimits, force_zero_throttle: bool = False,
                  armed: bool = True):

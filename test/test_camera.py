@@ -2,15 +2,22 @@
 import logging
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from jetracer_trt.camera import (
+    STAMP_BEFORE_READ,
+    STAMP_DRIVER,
+    STAMP_RELEASE,
     CameraError,
+    DriverClock,
     EndOfStream,
     FolderSource,
     FrameSource,
@@ -573,3 +580,176 @@ def test_every_camera_config_key_is_commented():
     assert keys
     uncommented = [line for line in keys if "#" not in line]
     assert not uncommented
+
+
+# --- capture stamps ------------------------------------------------------------------------------------------------
+
+class SlowDriverCapture(FakeCapture):
+    """A grab() that blocks ``grab_s`` (waiting for the frame) and sets the buffer time as ``driver_ms()`` says."""
+
+    grab_s = 0.05
+    frames = 100
+
+    @staticmethod
+    def driver_ms():
+        return (time.monotonic() - 0.04) * 1000  # the frame's buffer was filled 40 ms before grab() returned
+
+    def grab(self):
+        time.sleep(self.grab_s)
+        self.props[cv2.CAP_PROP_POS_MSEC] = self.driver_ms()
+        return super().grab()
+
+
+@pytest.fixture
+def slow_capture(monkeypatch):
+    fake = type("Slow", (SlowDriverCapture,), {"instances": []})
+    monkeypatch.setattr(sources_module.cv2, "VideoCapture", fake)
+    return fake
+
+
+def _timed_read(source):
+    before = time.time()
+    source.read()
+    return before, time.time()
+
+
+def test_v4l2_stamps_frames_with_the_driver_buffer_time(tmp_path, slow_capture):
+    device = tmp_path / "cam"
+    device.write_bytes(b"")
+    with V4l2Source(device=str(device), width=0, height=0, fps=0, fourcc="") as source:
+        assert source.stamp_origin == STAMP_DRIVER
+        for _ in range(3):
+            _, after = _timed_read(source)
+            assert source.capture_time == pytest.approx(after - 0.04, abs=0.015)
+        assert source.stamp_fallbacks == 0
+
+
+@pytest.mark.parametrize("driver_ms", [
+    lambda: 0.0,  # before the first frame
+    lambda: (time.monotonic() + 5.0) * 1000,  # in the future: another clock
+    lambda: (time.monotonic() - 30.0) * 1000,  # far too old for a frame just read
+    lambda: float("nan"),
+], ids=["zero", "future", "stale", "nan"])
+def test_v4l2_falls_back_to_the_time_before_the_read_when_the_driver_time_is_implausible(
+        tmp_path, slow_capture, caplog, driver_ms):
+    slow_capture.driver_ms = staticmethod(driver_ms)
+    device = tmp_path / "cam"
+    device.write_bytes(b"")
+    with caplog.at_level(logging.WARNING), V4l2Source(device=str(device), width=0, height=0, fps=0,
+                                                      fourcc="") as source:
+        for _ in range(2):
+            before, _ = _timed_read(source)
+            assert before <= source.capture_time <= before + 0.01  # not after the 50 ms the read blocked
+    assert source.stamp_fallbacks == 2
+    assert sum("driver's buffer time" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_driver_clock_on_monotonic_and_realtime_drivers():
+    wall, mono = [1_700_000_000.0], [5000.0]
+    clock = DriverClock("test", wall=lambda: wall[0], monotonic=lambda: mono[0])
+    assert clock.stamp(4999.95, fallback=-1.0) == pytest.approx(wall[0] - 0.05)  # CLOCK_MONOTONIC
+    assert clock.stamp(wall[0] - 0.02, fallback=-1.0) == pytest.approx(wall[0] - 0.02)  # uvcvideo clock=realtime
+    assert clock.stamp(5000.0005, fallback=-1.0) == pytest.approx(wall[0])  # millisecond rounding
+    assert clock.stamp(4998.9, fallback=-1.0) == -1.0  # 1.1 s old
+    assert clock.stamp(5000.01, fallback=-1.0) == -1.0  # 10 ms in the future
+    assert clock.fallbacks == 2
+
+
+def test_csi_stamps_frames_before_the_read(monkeypatch, slow_capture):
+    monkeypatch.setattr(sources_module, "opencv_has_gstreamer", lambda: True)
+    with create_source("csi") as source:
+        assert source.stamp_origin == STAMP_BEFORE_READ
+        before, _ = _timed_read(source)
+        assert before <= source.capture_time <= before + 0.01
+
+
+def test_recordings_stamp_the_release_time_and_the_reconnecting_source_reports_its_sources(video_path):
+    assert VideoFileSource.stamp_origin == FolderSource.stamp_origin == STAMP_RELEASE
+    source = ReconnectingSource(lambda: VideoFileSource(video_path, loop=True, fps=0), sleep=lambda s: None)
+    assert source.stamp_origin is None
+    with source:
+        source.read()
+        assert source.stamp_origin == STAMP_RELEASE and source.stamp_fallbacks == 0
+
+
+def test_the_reconnecting_source_counts_stamp_fallbacks_across_reconnections():
+    world = {"down": 0, "lose_after": 2, "opens": 0, "closes": 0}
+
+    class Counting(FlakySource):
+        stamp_origin = STAMP_DRIVER
+
+        def read(self):
+            frame = super().read()
+            self.stamp_fallbacks += 1
+            return frame
+
+    with ReconnectingSource(lambda: Counting(world), sleep=lambda s: None) as source:
+        source.read(), source.read()
+        assert source.read() is None  # lost: its 2 fallbacks must not be forgotten
+        world["lose_after"] = 1
+        source.read()
+        assert source.stamp_fallbacks == 3 and source.stamp_origin == STAMP_DRIVER
+
+
+# --- fatal errors: what retrying cannot fix ends the camera node ------------------------------------------------
+
+def _fatal_factories(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir(exist_ok=True)
+    return {
+        "missing video": (lambda: create_source("video", path=str(tmp_path / "missing.mp4")), "video file not found"),
+        "empty folder": (lambda: create_source("folder", path=str(empty)), "no images in"),
+        "unknown source": (lambda: create_source("usb"), "unknown camera source"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing video", "empty folder", "unknown source"])
+def test_errors_retrying_cannot_fix_leave_the_reconnecting_source_at_once(tmp_path, case):
+    factory, message = _fatal_factories(tmp_path)[case]
+    sleeps = []
+    with pytest.raises(JetracerError, match=message):
+        ReconnectingSource(factory, sleep=sleeps.append).open()
+    assert sleeps == []
+
+
+def test_csi_without_gstreamer_is_fatal_and_a_missing_usb_camera_is_not(monkeypatch):
+    monkeypatch.setattr(sources_module, "opencv_has_gstreamer", lambda: False)
+    with pytest.raises(CameraError, match="without GStreamer") as info:
+        ReconnectingSource(lambda: create_source("csi")).open()
+    assert not info.value.retryable
+    with ReconnectingSource(lambda: create_source("v4l2", device="/dev/video96"), sleep=lambda s: None) as source:
+        assert source.read() is None and not source.connected  # still retrying, no exception
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run_camera_node(*params: str, timeout_s: float = 20.0):  # ~0.7 s when the machine is idle
+    pytest.importorskip("rclpy")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               ROS_DOMAIN_ID=str(100 + os.getpid() % 100), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               PYTHONUNBUFFERED="1")
+    args = [sys.executable, "-m", "jetracer_trt.nodes.camera_node", "--ros-args"]
+    for param in params:
+        args += ["-p", param]
+    try:
+        done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the camera node was still running after {timeout_s:g} s: {exc.stdout!r} {exc.stderr!r}")
+    return done.returncode, (done.stdout + done.stderr).splitlines()
+
+
+@pytest.mark.parametrize("params, message, status", [
+    (("source:=video", "device:=/missing.mp4"), "video file not found: /missing.mp4", 1),
+    (("source:=folder", "device:={empty}"), "no images in", 1),
+    (("source:=csi",), "without GStreamer", 1),
+    (("source:=usb",), "unknown camera source 'usb'", 2),
+], ids=["missing_video", "empty_folder", "csi_without_gstreamer", "unknown_source"])
+def test_the_camera_node_exits_with_one_line_on_a_fatal_error(tmp_path, params, message, status):
+    if "csi" in params[0] and opencv_has_gstreamer():
+        pytest.skip("this OpenCV has GStreamer")
+    (tmp_path / "empty").mkdir()
+    rc, lines = _run_camera_node(*(p.format(empty=tmp_path / "empty") for p in params))  # it used to idle forever
+    assert rc == status, lines
+    assert not any("Traceback" in line for line in lines), lines
+    assert sum(message in line for line in lines) == 1, lines

@@ -28,7 +28,7 @@ def test_sim_eval_json_is_one_object_and_the_shipped_model_drives_a_clean_lap(tm
     assert len(lines) == 1
     metrics = json.loads(lines[0])
     assert set(metrics) == {"laps_completed", "off_track_events", "mean_abs_cte_m", "max_abs_cte_m",
-                            "mean_speed_mps", "frames", "inference_ms", "engine"}
+                            "mean_speed_mps", "frames", "inference_ms", "engine", "control"}
     assert set(metrics["inference_ms"]) == {"p50", "p99"}
     from jetracer_trt.engines.select import cuda_available
 
@@ -62,6 +62,10 @@ def test_sim_eval_video_records_the_camera_view(tmp_path):
     (["sim", "collect", "--out", "{tmp}/d", "--frames", "5", "--seeds", "1000-1002"], "reserved for evaluation"),
     (["sim", "collect", "--out", "{tmp}/file/d", "--frames", "5"], "cannot"),
     (["data", "check", "{tmp}/nothing"], "error"),
+    (["sim", "eval", "--set", "speed=2"], "unknown setting 'speed'"),
+    (["sim", "eval", "--set", "throttle"], "NAME=VALUE"),
+    (["sim", "eval", "--set", "steering_gain=7"], "steering_gain must be in [0, 5]"),
+    (["sim", "eval", "--params", "{tmp}/missing.yaml"], "cannot read --params"),
 ])
 def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, argv, message):
     (tmp_path / "file").write_text("a file, not a folder")
@@ -70,6 +74,18 @@ def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, argv, message):
     err = result.stderr.strip().splitlines()
     assert err and err[-1].startswith("error: ") and message in err[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_sim_eval_set_and_params_change_the_car_and_the_json_names_the_settings(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("control:\n  ros__parameters:\n    throttle: 0.5\n    steering_slew_per_s: 6.0\n")
+    result = run_cli("sim", "eval", "--track-seed", "1004", "--laps", "1", "--json", "--params", str(params),
+                     "--set", "throttle=0.3")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["control"]["throttle"] == 0.3 and metrics["control"]["steering_slew_per_s"] == 6.0
+    assert metrics["control"]["deadman_timeout_s"] == 0.25
+    assert metrics["laps_completed"] == 1 and metrics["mean_speed_mps"] < 0.95  # 0.3 of 3 m/s at most
 
 
 def test_sim_eval_passes_the_precision_to_the_engine(tmp_path):

@@ -143,7 +143,8 @@ def test_rate_hz_changes_apply_at_runtime(make_node):
 
 
 @pytest.mark.parametrize("name, value, message", [
-    ("steering_gain", 9.0, "Max: 5.0"), ("max_target_age_s", 0.0, "max_target_age_s"), ("min_throttle", -0.5, "Min: 0.0")])
+    ("steering_gain", 9.0, "Max: 5.0"), ("max_target_age_s", 0.0, "max_target_age_s"),
+    ("min_throttle", -0.5, "Min: 0.0")])
 def test_invalid_values_are_refused_with_the_range(make_node, name, value, message):
     node = make_node()
     result = node.set_parameters([Parameter(name, value=value)])[0]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -299,3 +300,127 @@ def test_main_data_check(tmp_path, capsys, monkeypatch, all_verbs):
     assert main_module.main(["data", "check", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "does not exist" in err[0]
+
+
+# --- write errors (a full disk, a failing fsync) -----------------------------------------------------------------
+
+
+def _fd_path(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+@pytest.fixture
+def three_samples(tmp_path):
+    """A writer that has appended frames 0-2, and the index bytes those left."""
+    root = tmp_path / "data"
+    writer = DatasetWriter(root)
+    for i in range(3):
+        writer.append(_frame(i), 0.1, -0.1, frame=i)
+    yield writer, (root / "index.jsonl").read_bytes()
+    writer.close()
+
+
+def _images(root: Path) -> set[str]:
+    return {p.name for p in (root / "images").iterdir()}
+
+
+def _assert_reads_back_exactly(root: Path, frames: list[int]) -> None:
+    samples, corrupt = read_dataset(root)
+    assert corrupt == 0 and [s.meta["frame"] for s in samples] == frames
+    assert len({s.image_path for s in samples}) == len(samples)  # no two samples share an image
+    assert {s.image_path.name for s in samples} == _images(root)  # and no orphan image is left
+
+
+def _fail_index_writes(monkeypatch, writer, how):
+    """os.write on the writer's index does ``how(real_write, fd, data)``; every other write is untouched."""
+    real_write = os.write
+
+    def write(fd, data):
+        return how(real_write, fd, data) if fd == writer._fd else real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def _short_write(real_write, fd, data):
+    return real_write(fd, data[:17])  # the disk filled up 17 bytes into the line
+
+
+def _write_then_raise(real_write, fd, data):
+    real_write(fd, data[:17])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("how", [_short_write, _write_then_raise], ids=["short_write", "enospc_midway"])
+def test_a_failed_index_write_leaves_the_index_as_it_was(three_samples, monkeypatch, how):
+    writer, before = three_samples
+    _fail_index_writes(monkeypatch, writer, how)
+    with pytest.raises(dataset.DatasetWriteError, match="cannot write to dataset .*not stored") as info:
+        writer.append(_frame(3), 0.2, 0.2, frame=3)
+    assert info.value.errno == errno.ENOSPC
+    assert (writer.root / "index.jsonl").read_bytes() == before
+    assert writer.count == 3 and len(_images(writer.root)) == 3  # the failed sample's image is gone again
+    monkeypatch.undo()  # space is back
+    writer.append(_frame(4), 0.3, 0.3, frame=4)
+    assert writer.count == 4
+    _assert_reads_back_exactly(writer.root, [0, 1, 2, 4])
+
+
+def _failing_index_fsync(monkeypatch, writer, before_raising=lambda: None):
+    """The next fsync of the writer's index fails with EIO (after ``before_raising()``); the ones after work."""
+    real_fsync = os.fsync
+    failed = []
+
+    def fsync(fd):
+        if fd == writer._fd and not failed:
+            failed.append(fd)
+            before_raising()
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return failed
+
+
+def test_a_failed_index_fsync_takes_the_line_back_and_never_reuses_the_image_name(three_samples, monkeypatch):
+    writer, before = three_samples
+    failed = _failing_index_fsync(monkeypatch, writer)
+    with pytest.raises(dataset.DatasetWriteError, match="Input/output error.*not stored"):
+        writer.append(_frame(3), 0.9, 0.9, frame=3)
+    assert failed and (writer.root / "index.jsonl").read_bytes() == before
+    writer.append(_frame(4), -0.9, -0.9, frame=4)  # fsync works again
+    _assert_reads_back_exactly(writer.root, [0, 1, 2, 4])
+    assert [s.x for s in read_dataset(writer.root)[0]] == [0.1, 0.1, 0.1, -0.9]
+
+
+def test_a_failed_fsync_blanks_its_line_when_another_writer_appended_after_it(three_samples, monkeypatch):
+    writer, _ = three_samples
+    other = DatasetWriter(writer.root)
+    _failing_index_fsync(monkeypatch, writer, before_raising=lambda: other.append(_frame(9), 0.5, 0.5, frame=9))
+    with pytest.raises(dataset.DatasetWriteError):
+        writer.append(_frame(3), 0.2, 0.2, frame=3)
+    other.close()
+    lines = _index_lines(writer.root)
+    assert len(lines) == 5 and not lines[3].strip()  # our line became blank; the other writer's line is intact
+    writer.append(_frame(4), 0.3, 0.3, frame=4)
+    _assert_reads_back_exactly(writer.root, [0, 1, 2, 9, 4])
+
+
+def test_append_syncs_the_image_and_its_folder_before_the_index_line(tmp_path, monkeypatch):
+    writer = DatasetWriter(tmp_path / "data")
+    events = []
+    real_fsync, real_replace, real_write = os.fsync, os.replace, os.write
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", _fd_path(fd))), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))[1])
+    monkeypatch.setattr(os, "write", lambda fd, data: (events.append(("write", _fd_path(fd))), real_write(fd, data))[1])
+    writer.append(_frame(0), 0.0, 0.0)
+    monkeypatch.undo()
+    writer.close()
+    (image,) = (tmp_path / "data" / "images").iterdir()
+    index, images = str(tmp_path / "data" / "index.jsonl"), str(tmp_path / "data" / "images")
+    assert [e for e in events if e[1].startswith(str(tmp_path))] == [
+        ("fsync", str(image.with_name(f".{image.name}.tmp-{os.getpid()}"))),
+        ("replace", str(image)),
+        ("fsync", images),
+        ("write", index),
+        ("fsync", index),
+    ]

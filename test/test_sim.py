@@ -6,6 +6,7 @@ import pytest
 
 from jetracer_trt.config import load_config
 from jetracer_trt.control import ControlParams
+from jetracer_trt.safety import SafetyGovernor
 from jetracer_trt.errors import JetracerError
 from jetracer_trt.sim import SimWorld, drive, generate_track, parse_seeds
 from jetracer_trt.sim.camera import CameraModel
@@ -140,7 +141,7 @@ def drive_steps(world, policy, steps):
 
 def test_off_track_is_counted_and_the_run_goes_on():
     world = SimWorld(5)
-    metrics = drive(world, lambda f: (1.0, 0.0), ControlParams.from_config(profile="sim"), laps=1)
+    metrics = drive(world, lambda f: (1.0, 0.0), SafetyGovernor.from_config("sim"), laps=1)
     assert metrics["off_track_events"] >= 2
     assert metrics["frames"] > 100
     assert set(metrics) >= {"laps_completed", "off_track_events", "mean_abs_cte_m", "max_abs_cte_m",
@@ -150,10 +151,30 @@ def test_off_track_is_counted_and_the_run_goes_on():
 @pytest.mark.parametrize("seed,randomize", [(11, False), (12, True)])
 def test_expert_labels_drive_a_clean_lap_at_speed(seed, randomize):
     world = SimWorld(seed, randomize=randomize)
-    metrics = drive(world, lambda f: world.label(), ControlParams.from_config(profile="sim"), laps=1)
+    metrics = drive(world, lambda f: world.label(), SafetyGovernor.from_config("sim"), laps=1)
     assert metrics["laps_completed"] == 1
     assert metrics["off_track_events"] == 0
     assert metrics["mean_speed_mps"] >= 1.0
+
+
+def test_evaluation_drives_through_the_cars_controller_with_its_settings():
+    def run(**overrides):
+        world = SimWorld(11)
+        return drive(world, lambda f: world.label(), SafetyGovernor.from_config("sim", overrides), laps=1)
+
+    default, slow = run(), run(throttle=0.3)
+    assert slow["mean_speed_mps"] < 0.75 * default["mean_speed_mps"] and slow["off_track_events"] == 0
+    # the safety governor runs too: steering that may barely move cannot follow the road
+    assert run(steering_slew_per_s=0.1)["off_track_events"] > 0
+
+
+def test_unknown_or_out_of_range_settings_are_refused_with_the_range():
+    from jetracer_trt.errors import JetracerError
+
+    with pytest.raises(JetracerError, match=r"throttle must be in \[-1, 1\]"):
+        SafetyGovernor.from_config("sim", {"throttle": 3})
+    with pytest.raises(JetracerError, match="unknown setting 'speed'"):
+        SafetyGovernor.from_config("sim", {"speed": 1})
 
 
 def test_collect_writes_labelled_frames_appends_and_guards_evaluation_seeds(tmp_path):

@@ -10,17 +10,25 @@ A thin ROS 2 node wraps them: ``create_source(kind)`` (defaults from config/came
             if frame is not None:
                 publish(transform(frame), source.capture_time)
                 meter.tick()
+
+A JetracerError out of ``source.open()`` or ``source.read()`` (a missing file, an empty folder, no GStreamer) is
+fatal: ``ReconnectingSource`` keeps the retryable ones (an unplugged or busy camera) to itself. ``capture_time``
+is taken as ``source.stamp_origin`` says: ``STAMP_DRIVER``, ``STAMP_BEFORE_READ`` or ``STAMP_RELEASE``.
 """
-from .base import CameraError, EndOfStream, FrameSource
+from .base import STAMP_BEFORE_READ, STAMP_DRIVER, STAMP_RELEASE, CameraError, EndOfStream, FrameSource
 from .gstreamer import csi_pipeline, opencv_has_gstreamer
 from .reconnect import ReconnectingSource
 from .sources import SOURCES, CsiSource, FolderSource, V4l2Source, VideoFileSource, create_source
-from .timing import Pacer, RateMeter
+from .timing import DriverClock, Pacer, RateMeter
 from .transform import FrameTransform
 
 __all__ = [
+    "STAMP_BEFORE_READ",
+    "STAMP_DRIVER",
+    "STAMP_RELEASE",
     "CameraError",
     "CsiSource",
+    "DriverClock",
     "EndOfStream",
     "FolderSource",
     "FrameSource",

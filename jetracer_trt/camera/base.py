@@ -18,7 +18,9 @@ class CameraError(JetracerError):
     """The camera cannot be opened or stopped delivering frames; the message says what to check.
 
     ``retryable`` is False when waiting cannot help (OpenCV lacks GStreamer, a video file is missing, a folder holds
-    no images): ``ReconnectingSource`` retries the others and raises these at once.
+    no images): ``ReconnectingSource`` retries the others and raises these at once. So the classification of camera
+    failures lives here, with the sources that know them: a JetracerError that leaves ``ReconnectingSource`` (one of
+    these, or a bad setting) is fatal, and a camera node ends on it.
     """
 
     def __init__(self, message: str, *, retryable: bool = True):
@@ -30,16 +32,26 @@ class EndOfStream(Exception):
     """A non-looping video or image folder has no more frames."""
 
 
+# How a source's ``capture_time`` is taken (its ``stamp_origin``), from the most exact to the least:
+STAMP_DRIVER = "driver buffer time"  # the time the driver put on the frame's buffer, moved to the wall clock
+STAMP_BEFORE_READ = "before read"  # time.time() just before the blocking read: later than the real capture
+STAMP_RELEASE = "release time"  # a recording: the moment its paced frame is due (no real capture happened)
+
+
 class FrameSource(abc.ABC):
     """One camera, file or folder with a small life cycle: ``open()``, ``read()`` per frame, ``close()``.
 
     ``read()`` returns an RGB uint8 (H, W, 3) frame (reused by the next call), or None when no frame is available
     right now; it raises ``EndOfStream`` when a non-looping recording is exhausted and ``CameraError`` when the
     device fails. ``capture_time`` is the wall-clock time (``time.time()``, seconds) at which the last returned frame
-    was captured: what a ROS node stamps the image with. Use a source as a context manager to close it on errors.
+    was captured: what a ROS node stamps the image with. ``stamp_origin`` says how that time is taken (one of the
+    ``STAMP_*`` strings above) and ``stamp_fallbacks`` counts frames whose driver time was unusable and that were
+    stamped before the read instead. Use a source as a context manager to close it on errors.
     """
 
     kind = "base"
+    stamp_origin = STAMP_BEFORE_READ
+    stamp_fallbacks = 0
 
     def __init__(self) -> None:
         self.capture_time: float | None = None

@@ -21,7 +21,9 @@ class ReconnectingSource(FrameSource):
     backoff (``initial_backoff_s``, doubled after every failed attempt up to ``max_backoff_s``), then builds and
     opens a new source. While the camera is down ``read()`` returns None and never raises CameraError; the backoff
     starts over once a frame arrives. ``EndOfStream`` and errors that waiting cannot fix (``retryable`` False, or a
-    plain JetracerError such as a bad setting) pass through. ``reconnects`` counts the successful reopenings.
+    plain JetracerError such as a bad setting) pass through: so a JetracerError out of ``open()`` or ``read()`` is
+    always fatal, and the caller should end with its message rather than retry. ``reconnects`` counts the
+    successful reopenings; ``stamp_origin`` and ``stamp_fallbacks`` are those of the sources it has opened.
 
     Backoff defaults come from the ``reconnect`` section of config/camera.yaml. ``sleep`` is injectable: tests pass
     a recorder, a node can pass ``threading.Event().wait`` so shutdown interrupts the wait.
@@ -60,6 +62,8 @@ class ReconnectingSource(FrameSource):
         self._opened = False
         self._down_since: float | None = None
         self._logged_max = False
+        self._stamp_origin: str | None = None
+        self._fallbacks_of_closed_sources = 0
 
     @property
     def connected(self) -> bool:
@@ -67,6 +71,16 @@ class ReconnectingSource(FrameSource):
 
     def describe(self) -> str:
         return self.source.describe() if self.source is not None else "camera (disconnected)"
+
+    @property
+    def stamp_origin(self) -> str | None:
+        """How the wrapped source stamps its frames; None until a source has been opened."""
+        return self._stamp_origin
+
+    @property
+    def stamp_fallbacks(self) -> int:
+        live = self.source.stamp_fallbacks if self.source is not None else 0
+        return self._fallbacks_of_closed_sources + live
 
     def open(self) -> None:
         """One attempt right away; when it fails the camera counts as down and ``read()`` keeps trying."""
@@ -121,6 +135,7 @@ class ReconnectingSource(FrameSource):
             self._went_down(f"camera unavailable (attempt {self.failed_attempts}): {exc}")
             return False
         self.source = source
+        self._stamp_origin = source.stamp_origin
         return True
 
     def _went_down(self, message: str) -> None:
@@ -138,4 +153,5 @@ class ReconnectingSource(FrameSource):
     def _drop(self) -> None:
         if self.source is not None:
             source, self.source = self.source, None
+            self._fallbacks_of_closed_sources += source.stamp_fallbacks
             source.close()

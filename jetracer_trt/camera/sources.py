@@ -4,6 +4,11 @@ of images. ``create_source(kind, **params)`` builds one with the defaults of con
 Every source returns RGB uint8 frames and follows ``FrameSource``'s life cycle. Live sources (csi, v4l2) block in
 ``read()`` until the next frame; recordings (video, folder) are paced to play in real time unless ``fps`` is 0.
 The ``sim`` kind is not here: the simulator node publishes those frames itself.
+
+Capture stamps (``stamp_origin``): v4l2 uses the V4L2 buffer timestamp (the driver's CLOCK_MONOTONIC time of the
+frame, OpenCV's ``CAP_PROP_POS_MSEC``), guarded by ``DriverClock``; csi stamps before the read, as OpenCV's
+GStreamer backend exposes no buffer time on a known clock (its ``CAP_PROP_POS_MSEC`` is a position query relative to
+the stream start, which OpenCV itself calls unreliable); recordings stamp the moment a paced frame is due.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import math
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -20,9 +26,9 @@ import numpy as np
 
 from ..config import load_config
 from ..errors import JetracerError
-from .base import CameraError, EndOfStream, FrameSource, RgbConverter
+from .base import STAMP_BEFORE_READ, STAMP_DRIVER, STAMP_RELEASE, CameraError, EndOfStream, FrameSource, RgbConverter
 from .gstreamer import FLIP_METHODS, csi_pipeline, opencv_has_gstreamer
-from .timing import Pacer
+from .timing import DriverClock, Pacer
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +63,12 @@ class CsiSource(FrameSource):
 
     Needs an OpenCV with GStreamer (JetPack's system OpenCV). Opening runs in a helper thread and gives up after
     ``open_timeout_s`` seconds (0 = wait forever), because a wedged nvargus-daemon can block it indefinitely.
+    Frames are stamped just before the read: the stamp leaves out the sensor-to-appsink delay (Argus ISP and
+    nvvidconv, tens of ms) and, when the appsink already holds a frame, the time it waited there (up to a frame).
     """
 
     kind = "csi"
+    stamp_origin = STAMP_BEFORE_READ
 
     def __init__(self, *, sensor_id: int, sensor_mode: int, capture_width: int, capture_height: int, fps: int,
                  flip_method: int, output_width: int, output_height: int, open_timeout_s: float):
@@ -141,9 +150,10 @@ class CsiSource(FrameSource):
     def read(self) -> np.ndarray | None:
         if self._capture is None:
             raise self._not_open()
+        before_read = time.time()
         if not self._capture.grab():
             raise CameraError(f"the CSI camera ({self.describe()}) stopped delivering frames: {self._checks()}")
-        self._stamp()
+        self.capture_time = before_read
         frame = self._rgb.retrieve(self._capture)
         if frame is None:
             raise CameraError(f"the CSI camera ({self.describe()}) delivered an empty frame: {self._checks()}")
@@ -160,9 +170,13 @@ class V4l2Source(FrameSource):
     ``width``, ``height`` and ``fps`` are requested from the driver (0 = the driver's default); the driver may pick
     the nearest mode it supports, which is logged. ``fourcc`` (e.g. ``MJPG``) selects the pixel format; many USB
     cameras reach 30 fps at 640x480 and above only in MJPG. An empty ``fourcc`` keeps the driver's default.
+    Frames are stamped with the driver's buffer time (uvcvideo: when the frame's first USB packet arrived), on the
+    monotonic clock, moved to the wall clock; when that time is implausible (``DriverClock``) with the time before
+    the read.
     """
 
     kind = "v4l2"
+    stamp_origin = STAMP_DRIVER
 
     def __init__(self, *, device: str | int, width: int, height: int, fps: float, fourcc: str):
         super().__init__()
@@ -179,6 +193,7 @@ class V4l2Source(FrameSource):
         self.fourcc = fourcc.upper()
         self._capture = None
         self._rgb = RgbConverter()
+        self._driver_clock = DriverClock(f"v4l2 {device}")
 
     def describe(self) -> str:
         size = f"{self.width}x{self.height}" if self.width and self.height else "default size"
@@ -237,12 +252,17 @@ class V4l2Source(FrameSource):
     def read(self) -> np.ndarray | None:
         if self._capture is None:
             raise self._not_open()
+        before_read = time.time()
         if not self._capture.grab():
             raise CameraError(
                 f"{self.device} stopped delivering frames — was the USB camera unplugged? (`ls /dev/video*`, "
                 "`dmesg | tail`)"
             )
-        self._stamp()
+        # OpenCV's V4L2 backend: the dequeued buffer's timestamp in ms (CLOCK_MONOTONIC for uvcvideo and most
+        # drivers), 0 before the first frame
+        driver_s = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        self.capture_time = self._driver_clock.stamp(driver_s, fallback=before_read)
+        self.stamp_fallbacks = self._driver_clock.fallbacks
         frame = self._rgb.retrieve(self._capture)
         if frame is None:
             raise CameraError(f"{self.device} delivered a frame OpenCV could not decode (try another fourcc)")
@@ -258,9 +278,11 @@ class VideoFileSource(FrameSource):
 
     ``fps`` None (or negative) plays at the file's own frame rate, 0 as fast as possible, any other value at that
     rate. ``loop`` restarts at the end; without it ``read()`` raises ``EndOfStream`` after the last frame.
+    Frames are stamped when they are due (after decoding and pacing), as a camera would have delivered them.
     """
 
     kind = "video"
+    stamp_origin = STAMP_RELEASE
 
     def __init__(self, path: str | os.PathLike, *, loop: bool, fps: float | None):
         super().__init__()
@@ -352,10 +374,12 @@ class FolderSource(FrameSource):
     """The images of a folder (*.jpg, *.jpeg, *.png, in natural name order) played as a camera at ``fps``.
 
     ``fps`` 0 plays as fast as possible. Files that do not decode are skipped with a warning (once each);
-    ``loop`` starts over after the last image, otherwise ``read()`` raises ``EndOfStream``.
+    ``loop`` starts over after the last image, otherwise ``read()`` raises ``EndOfStream``. Frames are stamped
+    when they are due.
     """
 
     kind = "folder"
+    stamp_origin = STAMP_RELEASE
 
     def __init__(self, path: str | os.PathLike, *, loop: bool, fps: float):
         super().__init__()

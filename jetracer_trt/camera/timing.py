@@ -1,13 +1,17 @@
-"""Frame timing: ``Pacer`` plays recordings in real time, ``RateMeter`` measures the rate frames really arrive at."""
+"""Frame timing: ``Pacer`` plays recordings in real time, ``RateMeter`` measures the rate frames really arrive at,
+``DriverClock`` turns a driver's buffer times into wall-clock capture stamps."""
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import time
 from typing import Callable
 
 from ..config import load_config
 from ..errors import JetracerError
+
+log = logging.getLogger(__name__)
 
 
 class Pacer:
@@ -80,3 +84,45 @@ class RateMeter:
     def _expire(self, now: float) -> None:
         while self._ticks and self._ticks[0] < now - self.window_s:
             self._ticks.popleft()
+
+
+class DriverClock:
+    """Moves a driver's buffer times onto the wall clock, guarded against times on an unknown clock.
+
+    ``stamp(driver_s, fallback)`` takes the buffer time in seconds. V4L2 drivers stamp on CLOCK_MONOTONIC
+    (``time.monotonic()`` on Linux; uvcvideo by default), which is moved to the wall clock as
+    ``time.time() - (time.monotonic() - driver_s)``, both clocks read together; a time on CLOCK_REALTIME (uvcvideo
+    loaded with ``clock=realtime``) is already a wall-clock time. The two cannot be confused: one counts from boot,
+    the other from 1970. A driver time is used only when it is plausible for a frame just read on one of those
+    clocks: not in the future and at most ``max_age_s`` old. Anything else (0 before the first frame, another
+    clock, garbage) gives ``fallback`` instead, counted in ``fallbacks`` and logged once, so a clock-domain mistake
+    can never make latencies look better than they are.
+    """
+
+    FUTURE_TOLERANCE_S = 0.001  # rounding of millisecond values; a correct buffer time is never after the read
+
+    def __init__(self, source: str, max_age_s: float = 1.0, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.source = source
+        self.max_age_s = float(max_age_s)
+        self.fallbacks = 0
+        self._wall = wall
+        self._monotonic = monotonic
+
+    def _plausible_age(self, now: float, driver_s: float) -> float | None:
+        age = now - driver_s
+        return max(age, 0.0) if -self.FUTURE_TOLERANCE_S <= age <= self.max_age_s else None
+
+    def stamp(self, driver_s: float, fallback: float) -> float:
+        now_monotonic, now_wall = self._monotonic(), self._wall()
+        if math.isfinite(driver_s) and driver_s > 0:
+            for now in (now_monotonic, now_wall):
+                age = self._plausible_age(now, driver_s)
+                if age is not None:
+                    return now_wall - age
+        self.fallbacks += 1
+        if self.fallbacks == 1:
+            log.warning("%s: the driver's buffer time (%.3f s) is neither a CLOCK_MONOTONIC (now %.3f s) nor a "
+                        "wall-clock time of the last %g s; stamping frames with the time before the read instead "
+                        "while it stays so", self.source, driver_s, now_monotonic, self.max_age_s)
+        return fallback

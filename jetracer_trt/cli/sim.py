@@ -38,6 +38,11 @@ def register(subparsers) -> None:
                     "camera mount, blur, noise, JPEG")
     ev.add_argument("--run-seed", type=int, default=0, help="seed of the randomization and noise draws (default: 0)")
     ev.add_argument("--threads", type=int, default=0, help="CPU threads for inference (default: 0 = all cores)")
+    ev.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a control or safety setting of config/control.yaml (profile sim) for this run, "
+                    "e.g. --set throttle=0.8; repeatable")
+    ev.add_argument("--params", metavar="FILE.yaml", help="control settings from a YAML file: a mapping of names "
+                    "to values, or a ROS 2 parameters file's control section; --set wins over it")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object with the metrics on stdout")
     ev.add_argument("--plot", metavar="OUT.png", help="draw the track and the driven path, coloured by error")
     ev.add_argument("--video", metavar="OUT.mp4", help="record the camera view with the predicted target drawn")
@@ -68,8 +73,8 @@ def register(subparsers) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..config import default_model_path
-    from ..control import ControlParams
     from ..engines import create_engine
+    from ..safety import SafetyGovernor
     from ..sim import SimWorld, drive
     from ..sim.visualize import RunVideo, ensure_parent_dir, plot_run
 
@@ -77,12 +82,12 @@ def run_eval(args: argparse.Namespace) -> int:
         raise JetracerError("--laps must be at least 1")
     if args.plot:  # fail before driving, not after
         ensure_parent_dir(args.plot)
+    controller = SafetyGovernor.from_config("sim", control_overrides(args.params, args.set))
     model = args.model or default_model_path()
     options = {"precision": args.precision} if args.precision else {}
     engine = create_engine(args.backend, model, threads=args.threads, **options)
     engine.warmup()
     world = SimWorld(args.track_seed, randomize=args.randomize, run_seed=args.run_seed)
-    params = ControlParams.from_config(profile="sim")
     video = RunVideo(args.video, world.rate_hz) if args.video else None
     bar = _progress(args.laps, "laps", quiet=args.json)
     laps_seen = [0]
@@ -93,7 +98,7 @@ def run_eval(args: argparse.Namespace) -> int:
             laps_seen[0] = w.laps_completed
 
     try:
-        metrics = drive(world, engine.infer, params, args.laps, on_frame=video, progress=progress)
+        metrics = drive(world, engine.infer, controller, args.laps, on_frame=video, progress=progress)
     finally:
         bar.close()
         if video:
@@ -102,7 +107,7 @@ def run_eval(args: argparse.Namespace) -> int:
         plot_run(world, args.plot, title=f"track seed {args.track_seed}{' randomized' if args.randomize else ''}: "
                  f"{metrics['laps_completed']} laps, {metrics['off_track_events']} off-track")
     if args.json:
-        print(json.dumps({**metrics, "engine": engine.describe()}))
+        print(json.dumps({**metrics, "engine": engine.describe(), "control": controller.settings()}))
         return 0
     inf = metrics["inference_ms"]
     print(f"track seed {args.track_seed}{' (randomized)' if args.randomize else ''}, model {engine.model_path}")
@@ -115,6 +120,31 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.video:
         print(f"  video: {args.video}")
     return 0
+
+
+def control_overrides(params_file: str | None, assignments: list[str]) -> dict:
+    """Settings from ``--params FILE.yaml`` and then ``--set NAME=VALUE`` (names and ranges are checked by the
+    controller)."""
+    overrides: dict = {}
+    if params_file:
+        import yaml
+
+        try:
+            with open(params_file, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise JetracerError(f"cannot read --params {params_file}: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("control"), dict):  # a ROS 2 parameters file
+            data = data["control"].get("ros__parameters", data["control"])
+        if not isinstance(data, dict):
+            raise JetracerError(f"--params {params_file} must hold a mapping of setting names to values")
+        overrides.update(data)
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise JetracerError(f"--set takes NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = value.strip()
+    return overrides
 
 
 def run_collect(args: argparse.Namespace) -> int:

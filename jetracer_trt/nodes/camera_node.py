@@ -2,11 +2,15 @@
 
 Sources: csi (Jetson CSI camera), v4l2 (USB), video (a file), folder (images); defaults in config/camera.yaml.
 A capture thread reads the (reconnecting) source and publishes each frame with latest-only QoS; a camera that
-disappears is reopened with backoff, never a crash.
+disappears is reopened with backoff, never a crash. What retrying cannot fix (a missing video file, an empty
+folder, an OpenCV without GStreamer) ends the node: a bad source or setting in __init__ (JetracerError), a failure
+of the capture thread through ``fatal_error``, which the run loop of nodes/common.py turns into one error line and
+exit status 1. Frames are stamped as the source's ``stamp_origin`` (logged once) says.
 """
 from __future__ import annotations
 
 import threading
+import traceback
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -15,6 +19,7 @@ from sensor_msgs.msg import Image
 
 from ..camera import EndOfStream, FrameTransform, RateMeter, ReconnectingSource, create_source
 from ..config import load_config
+from ..errors import JetracerError
 from .common import LATEST_ONLY, declare, diagnostics, main_for, steady_timer
 from .image_msg import rgb_to_image
 
@@ -40,6 +45,7 @@ class CameraNode(Node):
             params["fps"] = fps
         if kind in ("video", "folder"):
             params["loop"] = loop
+        create_source(kind, **params)  # an unknown source or a bad setting raises here, before any thread starts
         self.source = ReconnectingSource(lambda: create_source(kind, **params), sleep=self._sleep)
         self.transform = FrameTransform(crop=None if list(crop) == [0] else list(crop),
                                         resize=None if list(resize) == [0] else list(resize))
@@ -50,6 +56,7 @@ class CameraNode(Node):
         self._stop = threading.Event()
         self.frames = 0
         self.ended = False
+        self.fatal_error: str | None = None  # set by the capture thread; the run loop ends the node on it
         steady_timer(self, 1.0, self.report)
         self._thread = threading.Thread(target=self.capture_loop, name="capture", daemon=True)
         self._thread.start()
@@ -59,6 +66,15 @@ class CameraNode(Node):
         self._stop.wait(seconds)  # a backoff wait ends at once on shutdown
 
     def capture_loop(self) -> None:
+        try:
+            self._publish_frames()
+        except JetracerError as exc:  # ReconnectingSource retries what can be retried: this cannot be
+            self.fatal_error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug: keep its traceback, and do not leave the graph idling
+            self.get_logger().error(traceback.format_exc())
+            self.fatal_error = f"the capture thread failed: {exc!r}"
+
+    def _publish_frames(self) -> None:
         with self.source:
             while not self._stop.is_set():
                 try:
@@ -69,6 +85,9 @@ class CameraNode(Node):
                     return
                 if frame is None:
                     continue
+                if self.frames == 0:
+                    self.get_logger().info(f"{self.source.describe()}: capture stamp = "
+                                           f"{self.source.stamp_origin}")
                 stamp_ns = int(self.source.capture_time * 1e9)
                 rgb_to_image(self.transform(frame), self._msg)
                 self._msg.header.stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
@@ -79,11 +98,17 @@ class CameraNode(Node):
 
     def report(self) -> None:
         connected = self.source.connected
+        if self.fatal_error is not None:
+            level, message = DiagnosticStatus.ERROR, self.fatal_error
+        elif connected or self.ended:
+            level, message = DiagnosticStatus.OK, "ok"
+        else:
+            level, message = DiagnosticStatus.WARN, "camera disconnected, retrying"
         self.diag_pub.publish(diagnostics(self, "jetracer_trt/camera", {
             "frames": self.frames, "fps": self.rate.fps, "connected": connected,
             "reconnects": self.source.reconnects, "ended": self.ended,
-        }, level=DiagnosticStatus.OK if connected or self.ended else DiagnosticStatus.WARN,
-            message="ok" if connected else "camera disconnected, retrying"))
+            "stamp_origin": self.source.stamp_origin, "stamp_fallbacks": self.source.stamp_fallbacks,
+        }, level=level, message=message))
 
     def shutdown(self) -> None:
         self._stop.set()

@@ -12,17 +12,20 @@ from typing import Callable
 import numpy as np
 
 from ..control import ControlParams, compute_command
+from ..safety import SafetyGovernor
 from .world import SimWorld
 
 Policy = Callable[[np.ndarray], "tuple[float, float] | np.ndarray"]
 FrameHook = Callable[[np.ndarray, tuple, SimWorld], None]
 
 
-def drive(world: SimWorld, policy: Policy, params: ControlParams, laps: int,
+def drive(world: SimWorld, policy: Policy, controller: SafetyGovernor, laps: int,
           on_frame: FrameHook | None = None, progress: Callable[[SimWorld], None] | None = None) -> dict:
     """Drives ``laps`` laps (or until the car is clearly stuck) and returns the run's metrics.
 
     ``policy`` maps a frame to the road target (x, y); its time per frame is reported as inference latency.
+    ``controller`` is the one the car runs (control law and safety governor), on the simulator's clock: each
+    target is used at its frame's capture time, and its command acts after the next frame is taken.
     """
     min_speed = float(world.cfg["eval"]["min_mean_speed_mps"])
     time_limit = laps * world.track.length / min_speed
@@ -34,8 +37,10 @@ def drive(world: SimWorld, policy: Policy, params: ControlParams, laps: int,
         target = policy(frame)
         latencies.append((time.perf_counter() - start) * 1e3)
         x, y = float(target[0]), float(target[1])
+        captured_at = world.time_s
         world.step(*command)
-        command = compute_command(x, y, params)
+        controller.on_target(x, y, captured_at=captured_at, now=captured_at)
+        command = controller.update(captured_at)
         if on_frame is not None:
             on_frame(frame, (x, y), world)
         if progress is not None:
