@@ -50,6 +50,7 @@ CONTROL_SETTINGS = {
     "throttle": Setting("throttle on a straight (negative: reverse)", -1.0, 1.0),
     "curve_slowdown": Setting("|throttle| scale-down per unit of |x|", 0.0, 1.0),
     "min_throttle": Setting("|throttle| never drops below this in curves (a magnitude)", 0.0, 1.0),
+    "manual_throttle": Setting("throttle at full stick when a hand drives (gamepad, web joystick)", 0.0, 1.0),
 }
 
 
@@ -77,6 +78,7 @@ class ControlParams:
     throttle: float
     curve_slowdown: float
     min_throttle: float
+    manual_throttle: float
 
     @classmethod
     def from_config(cls, overrides: dict | None = None, profile: str = "car") -> "ControlParams":

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 from .control import CONTROL_SETTINGS, ControlParams, Setting, compute_command, profile_defaults, setting_problems
 from .errors import JetracerError
+from .mux import CommandMux
 
 NEUTRAL = (0.0, 0.0)
 
@@ -77,8 +78,9 @@ class SafetyGovernor:
         return {**self.params.as_dict(), **asdict(self.limits)}
 
     def __init__(self, params: ControlParams, limits: SafetyLimits, force_zero_throttle: bool = False,
-                 armed: bool = True):
+                 armed: bool = True, mux: CommandMux | None = None):
         self.params = params
+        self.mux = mux or CommandMux([])  # no hand sources: the model drives alone
         self.limits = limits
         self.force_zero_throttle = force_zero_throttle  # wheels-up check mode
         self.armed = armed
@@ -120,23 +122,41 @@ class SafetyGovernor:
         if self.estopped:
             return self._stop("estop")
         fresh = self._captured_at is not None and now - self._captured_at <= self.limits.deadman_timeout_s
-        if not fresh:
-            return self._stop("waiting" if self._captured_at is None else "deadman")
-        steering, throttle = compute_command(*self._target, self.params)
-        self.state = "driving"
-        if self.force_zero_throttle or not self.armed:
+        autopilot = compute_command(*self._target, self.params) if fresh else None
+        selection = self.mux.select(now, autopilot, "waiting" if self._captured_at is None else "deadman")
+        if selection.command is None:
+            return self._stop(selection.state)
+        steering, throttle = self._limited(*selection.command)
+        self.state = selection.state
+        if self.force_zero_throttle:
             throttle = 0.0
-            self.state = "driving" if self.force_zero_throttle else "disarmed"
+        elif not (self.armed or selection.held):
+            throttle, self.state = 0.0, "disarmed"
         prev_steering, prev_throttle = self.command
         max_step = self.limits.steering_slew_per_s * dt
         steering = prev_steering + min(max_step, max(-max_step, steering - prev_steering))
         self.command = (steering, _slewed_throttle(prev_throttle, throttle, self.limits.throttle_slew_per_s * dt))
         return self.command
 
+    def _limited(self, steering: float, throttle: float) -> tuple[float, float]:
+        """What a hand gives, within the law's steering limit and scaled by ``manual_throttle`` (the model's part
+        of the command already went through the law)."""
+        mode = self.mux.mode
+        if mode == "manual":
+            limit = self.params.steering_limit
+            steering = min(limit, max(-limit, _finite(steering)))
+        if mode in ("manual", "local_angle"):
+            throttle = max(-1.0, min(1.0, _finite(throttle))) * self.params.manual_throttle
+        return steering, throttle
+
     def _stop(self, state: str) -> tuple[float, float]:
         self.state = state
         self.command = NEUTRAL
         return self.command
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
 
 
 def _slewed_throttle(previous: float, wanted: float, max_step: float) -> float:

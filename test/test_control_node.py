@@ -164,3 +164,40 @@ def test_a_failed_actuator_write_is_counted_and_the_drive_goes_on(make_node, mon
     monkeypatch.setattr(node.actuator, "apply", flaky)
     feed(node, 0.3)
     assert node.actuator_errors == 1 and len(calls) > 3 and node.governor.state == "driving"
+
+
+def joy(steering=0.0, throttle=0.0, held=False, toggle=False, estop=False):
+    from sensor_msgs.msg import Joy
+
+    return Joy(axes=[steering, throttle], buttons=[int(held), int(toggle), 0, int(estop)])
+
+
+def test_the_pad_drives_in_manual_switches_modes_and_latches_the_estop(make_node):
+    node = make_node(profile="sim", mode="manual")
+    node.on_joy("joy", joy(-0.3, 1.0, held=True))
+    time.sleep(0.05)
+    node.on_joy("joy", joy(-0.3, 1.0, held=True))
+    steering, throttle = node.governor.command
+    assert node.governor.state == "manual" and steering < 0 and throttle > 0
+    node.on_joy("joy", joy(-0.3, 1.0, held=False))
+    assert node.governor.command == (0.0, 0.0)  # hold-to-drive: released, stopped
+    node.on_joy("joy", joy(held=True, toggle=True))
+    assert node.get_parameter("mode").value == "autopilot" and node.governor.mux.mode == "autopilot"
+    node.on_joy("joy", joy(held=True, toggle=True))  # still pressed: no second toggle
+    assert node.governor.mux.mode == "autopilot"
+    node.on_joy("joy", joy(held=True, estop=True))
+    assert node.governor.estopped
+
+
+def test_a_joy_in_another_layout_is_ignored(make_node):
+    from sensor_msgs.msg import Joy
+
+    node = make_node(profile="sim", mode="manual")
+    node.on_joy("joy", Joy(axes=[0.5], buttons=[1]))
+    assert node.governor.mux.driver(time.monotonic()) is None
+
+
+def test_an_unknown_mode_is_refused(make_node):
+    node = make_node()
+    result = node.set_parameters([Parameter("mode", value="turbo")])[0]
+    assert not result.successful and "mode must be one of" in result.reason

@@ -19,13 +19,16 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
-from std_msgs.msg import Bool, Empty
+from sensor_msgs.msg import Joy
+from std_msgs.msg import Bool, Empty, String
 
 from ..actuators import create_actuator
 from ..control import CONTROL_SETTINGS, PROFILES, ControlParams, profile_defaults, setting_problems
 from ..errors import JetracerError
 from ..latency import LatencyStats
+from ..mux import MODES, CommandMux, HandSource
 from ..safety import SAFETY_SETTINGS, SafetyGovernor, SafetyLimits
 from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for, steady_timer, stamp_to_ns
 
@@ -58,13 +61,20 @@ class ControlNode(Node):
                                 read_only=True)
         armed = declare(self, "armed_at_start", False, "start armed; false: throttle held at 0 until true is "
                         "published on arm", read_only=True)
+        mode = declare(self, "mode", "autopilot", f"who drives: {', '.join(MODES)} (local_angle: the model steers, "
+                       "the hand's throttle); the pad's toggle button switches manual/autopilot")
+        hand_timeout = declare(self, "hand_timeout_s", 0.5, "a hand source (gamepad on joy, web joystick on web/joy) "
+                               "silent for this long counts as gone: the car stops", 0.05, 5.0, read_only=True)
         self.check = declare(self, "check", False, "wheels-up check: throttle forced to 0, target and steering "
                              "logged", read_only=True)
         problems = setting_problems(CONTROL_SETTINGS, values) + setting_problems(SAFETY_SETTINGS, limits)
         if problems:
             raise JetracerError("; ".join(problems))
+        if mode not in MODES:
+            raise JetracerError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        mux = CommandMux([HandSource("joy", 100, hand_timeout), HandSource("web/joy", 50, hand_timeout)], mode)
         self.governor = SafetyGovernor(ControlParams(**values), SafetyLimits(**limits), force_zero_throttle=self.check,
-                                       armed=armed)
+                                       armed=armed, mux=mux)
         self.actuator = create_actuator(kind, calibration=calibration or None,
                                         allow_example_calibration=allow_example)
         self.actuator.start()
@@ -74,6 +84,10 @@ class ControlNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(PointStamped, "road_target", self.on_target, LATEST_ONLY,
                                  event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._warn_qos))
+        self.mode_pub = self.create_publisher(String, "mode", RELIABLE)
+        self._buttons: dict[str, tuple] = {}
+        for topic in mux.sources:
+            self.create_subscription(Joy, topic, lambda msg, topic=topic: self.on_joy(topic, msg), LATEST_ONLY)
         self._subscribe_any_reliability(Bool, "arm", self.on_arm)
         self._subscribe_any_reliability(Bool, "estop", self.on_estop)
         self._subscribe_any_reliability(Empty, "estop_release", self.on_estop_release)
@@ -136,6 +150,24 @@ class ControlNode(Node):
                                    f"{steering:+.2f} ({'right' if steering > 0 else 'left'})",
                                    throttle_duration_sec=1.0)
 
+    def on_joy(self, topic: str, msg: Joy) -> None:
+        """A hand source in the canonical layout (jetracer_trt.teleop.layout): axes [steering, throttle], buttons
+        [hold-to-drive, manual/autopilot toggle, record toggle, e-stop]; toggles act on the press."""
+        axes, buttons = list(msg.axes), list(msg.buttons)
+        if len(axes) < 2 or len(buttons) < 4:
+            self.get_logger().warning(f"{topic}: Joy without the canonical 2 axes and 4 buttons ignored",
+                                      throttle_duration_sec=5.0)
+            return
+        pressed = [b and not p for b, p in zip(buttons[:4], self._buttons.get(topic, (0, 0, 0, 0)), strict=True)]
+        self._buttons[topic] = tuple(buttons[:4])
+        self.governor.mux.on_hand(topic, float(axes[0]), float(axes[1]), bool(buttons[0]), time.monotonic())
+        if pressed[3]:
+            self.on_estop(Bool(data=True))
+        if pressed[1]:
+            self.set_parameters([Parameter("mode", value="autopilot" if self.governor.mux.mode == "manual"
+                                           else "manual")])
+        self.tick()
+
     def on_arm(self, msg: Bool) -> None:
         if bool(msg.data) == self.governor.armed:
             return
@@ -162,6 +194,7 @@ class ControlNode(Node):
         control = self.governor.params.as_dict()
         limits = vars(self.governor.limits).copy()
         rate_hz = self.rate_hz
+        mode = self.governor.mux.mode
         for p in changes:
             if p.name in control:
                 control[p.name] = p.value
@@ -169,9 +202,17 @@ class ControlNode(Node):
                 limits[p.name] = p.value
             elif p.name == "rate_hz":
                 rate_hz = float(p.value)
+            elif p.name == "mode":
+                mode = p.value
         problems = setting_problems(CONTROL_SETTINGS, control) + setting_problems(SAFETY_SETTINGS, limits)
+        if mode not in MODES:
+            problems.append(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if problems:
             return SetParametersResult(successful=False, reason="; ".join(problems))
+        if mode != self.governor.mux.mode:
+            self.governor.mux.set_mode(mode)
+            self.get_logger().info(f"mode {mode}")
+            self.mode_pub.publish(String(data=mode))
         self.governor.params = ControlParams(**{k: float(v) for k, v in control.items()})
         self.governor.limits = SafetyLimits(**{k: float(v) for k, v in limits.items()})
         if rate_hz != self.rate_hz:
@@ -203,9 +244,11 @@ class ControlNode(Node):
         self._last_sent = time.monotonic()
 
     def report(self) -> None:
-        values = {"state": self.governor.state, "armed": self.governor.armed, "targets": self.targets,
-                  "stale_targets": self.governor.stale_targets, "steering": self.governor.command[0],
-                  "throttle": self.governor.command[1], "actuator_errors": self.actuator_errors}
+        self.mode_pub.publish(String(data=self.governor.mux.mode))
+        values = {"mode": self.governor.mux.mode, "state": self.governor.state, "armed": self.governor.armed,
+                  "targets": self.targets, "stale_targets": self.governor.stale_targets,
+                  "steering": self.governor.command[0], "throttle": self.governor.command[1],
+                  "actuator_errors": self.actuator_errors}
         values.update(getattr(self.actuator, "error_counts", {}))
         for name, stats in self.stages.items():
             values[f"{name}_ms_p50"], values[f"{name}_ms_p99"] = stats.whole_run()
