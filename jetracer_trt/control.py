@@ -120,3 +120,12 @@ def compute_command(x: float, y: float, params: ControlParams) -> tuple[float, f
     floor = min(params.min_throttle, speed)
     magnitude = max(floor, speed * (1.0 - params.curve_slowdown * abs(x)))
     return steering, math.copysign(magnitude, params.throttle) if speed else 0.0
+
+
+def target_from_steering(steering: float, params: ControlParams, y: float) -> tuple[float, float]:
+    """The road target (x, y) whose command is ``steering``: the law's steering line run backwards, for labels
+    recorded from a hand's steering. The law ignores y, so it is given (the height targets usually sit at)."""
+    if params.steering_gain == 0 or not math.isfinite(steering):
+        return 0.0, y
+    x = (steering - params.steering_offset) / params.steering_gain
+    return min(1.0, max(-1.0, x)), y

@@ -1,0 +1,84 @@
+"""Recording on the car: frames paired with the command in effect at capture, clicks, rate limit, disk errors."""
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from jetracer_trt.control import ControlParams, compute_command, target_from_steering
+from jetracer_trt.dataset import DatasetWriter, read_dataset
+from jetracer_trt.recorder import Recorder
+
+FRAME = np.full((224, 224, 3), 90, np.uint8)
+
+
+@pytest.fixture
+def params():
+    return ControlParams.from_config({"steering_gain": 0.8, "steering_offset": -0.1}, profile="car")
+
+
+def recorder(tmp_path, params, **kw):
+    return Recorder(DatasetWriter(tmp_path / "d"), params, calibration_id="cal123", session="s1", **kw)
+
+
+def test_the_label_is_the_target_the_law_steers_to_with_that_steering(params):
+    for steering in (-0.9, -0.3, 0.0, 0.25, 0.7):
+        x, y = target_from_steering(steering, params, -0.12)
+        assert compute_command(x, y, params)[0] == pytest.approx(steering) and y == -0.12
+    assert target_from_steering(5.0, params, 0.0)[0] == 1.0  # beyond the law's reach: clamped
+
+
+def test_a_frame_gets_the_command_in_effect_at_its_capture(tmp_path, params):
+    rec = recorder(tmp_path, params, max_rate_hz=0)
+    rec.recording = True
+    rec.on_command(10.00, 0.1, 0.2, "manual")
+    rec.on_command(10.05, 0.5, 0.3, "manual")
+    assert rec.on_frame(10.04, FRAME)  # the 10.00 command was in effect, not the later one
+    assert rec.on_frame(10.20, FRAME) is False and rec.counts["too_old"] == 1  # 0.15 s after the last command
+    samples, _ = read_dataset(tmp_path / "d")
+    (sample,) = samples
+    assert sample.meta["steering"] == 0.1 and sample.meta["throttle"] == 0.2 and sample.meta["command_stamp"] == 10.0
+    assert sample.meta["source"] == "teleop" and sample.meta["mode"] == "manual"
+    assert sample.meta["calibration"] == "cal123" and sample.meta["stamp"] == 10.04
+    assert sample.x == pytest.approx(target_from_steering(0.1, params, -0.12)[0])
+
+
+def test_nothing_is_recorded_while_paused_and_the_rate_is_limited(tmp_path, params):
+    rec = recorder(tmp_path, params, max_rate_hz=10)
+    for k in range(30):
+        rec.on_command(k / 30, 0.0, 0.2, "autopilot")
+        rec.on_frame(k / 30, FRAME)
+    assert rec.counts["written"] == 0
+    rec.recording = True
+    for k in range(30, 60):
+        rec.on_command(k / 30, 0.0, 0.2, "autopilot")
+        rec.on_frame(k / 30, FRAME)
+    assert rec.counts["written"] == 10 and rec.counts["rate_limited"] == 20
+    samples, _ = read_dataset(tmp_path / "d")
+    assert {s.meta["source"] for s in samples} == {"autopilot"}
+
+
+def test_a_click_is_recorded_even_when_drive_recording_is_off(tmp_path, params):
+    rec = recorder(tmp_path, params)
+    assert rec.label_click(3.0, FRAME, 0.25, -0.5)
+    (sample,), _ = read_dataset(tmp_path / "d")
+    assert (sample.x, sample.y, sample.meta["source"]) == (0.25, -0.5, "click")
+
+
+def test_a_full_disk_is_reported_nothing_is_lost_and_recording_resumes(tmp_path, params, monkeypatch):
+    rec = recorder(tmp_path, params, max_rate_hz=0)
+    rec.recording = True
+    rec.on_command(0.0, 0.0, 0.2, "manual")
+    assert rec.on_frame(0.01, FRAME)
+    real_write = os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    assert rec.on_frame(0.02, FRAME) is False
+    assert rec.counts["errors"] == 1 and "No space left" in rec.last_error
+    monkeypatch.setattr(os, "write", real_write)
+    assert rec.on_frame(0.03, FRAME) and rec.last_error is None
+    samples, corrupt = read_dataset(tmp_path / "d")
+    assert len(samples) == 2 and corrupt == 0
