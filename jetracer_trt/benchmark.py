@@ -68,7 +68,7 @@ CPU_INT8_VS_FP32 = (2.5, None)     # ONNX Runtime INT8 / ONNX Runtime FP32, CPU,
 CUDA_BEST_VS_TORCH = (3.0, 5.0)    # best backend at batch 1 / PyTorch eager FP32, CUDA
 CUDA_P99_OVER_P50 = 1.25           # steadiness of the best backend at batch 1
 CUDA_FULL_OVER_MODEL = 1.3         # preprocessing and transfers must not eat the gain (p50 full / p50 model)
-INT8_MEAN_DX = TOLERANCES["int8"][2]  # mean |dx| vs FP32, the project's INT8 tolerance (verify.py)
+INT8_MEAN_DX = TOLERANCES["int8"].mean_abs  # mean |dx| vs FP32, the project's INT8 tolerance (verify.py)
 
 # The talk's Jetson figures for ResNet18 (torch2trt, 224x224 input already on the GPU: model only). The batch table
 # of the transcript lost its row labels: each model has an FPS row then a latency row, and the labels are shifted;

@@ -12,10 +12,13 @@ Steps (``export_onnx``):
    when it loads the model (and then fuses Conv+BatchNormalization itself), so inference still runs in FP32 at the
    speed of a plain FP32 export, from a file half the size. Had BatchNormalization been folded into the Conv weights
    at export, those would no longer be FP16-exact and the file would stay FP32-sized.
-4. Verify: the same frames (``--frames DIR`` dataset images, else frames of the simulated track), preprocessed by
-   ``preprocess.Preprocessor``, go through PyTorch (FP32) and through ONNX Runtime (CPU) on the written temp file;
-   if the largest absolute difference of any output exceeds ``TOLERANCE`` the temp file is deleted and
-   JetracerError names the error per output. Otherwise the temp file is renamed over OUT.
+4. Record where the model came from in ``metadata_props``, among it ``checkpoint_sha256``, the SHA-256 of the
+   checkpoint file: ``backend auto`` runs the ``.pt`` beside the ONNX (or a package compiled from it) on a GPU only
+   when it is that checkpoint.
+5. Verify: the same frames (``--frames DIR`` dataset images, else frames of the simulated track), preprocessed by
+   ``preprocess.Preprocessor``, go through PyTorch (FP32) and through ONNX Runtime (CPU) on the written temp file,
+   judged by ``verify.compare`` at FP32 (every output, worst frame and mean); if they disagree the temp file is
+   deleted and JetracerError names the error per output. Otherwise the temp file is renamed over OUT.
 
 torch and onnx are imported at module level: import this module only where exporting is wanted.
 """
@@ -37,16 +40,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__
 from .config import load_config
+from .engines.artifacts import ONNX_CHECKPOINT_SHA256
+from .engines.sidecar import source_hash
 from .errors import JetracerError
 from .fileio import atomic_path
 from .model import load_checkpoint
 from .preprocess import Preprocessor
-from .verify import VERIFY_FRAMES, verification_frames
+from .verify import VERIFY_FRAMES, Comparison, compare, verification_frames
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| allowed per output, over all verification frames
 FP16_SUFFIX = "__fp16"
 
 
@@ -58,6 +62,8 @@ class ExportResult:
     size_bytes: int
     max_abs_diff: dict[str, float]  # per output name (x, y)
     frames: int
+    comparison: Comparison  # ONNX Runtime against PyTorch, judged at FP32 (verify.py)
+    checkpoint_sha256: str  # recorded in the model's metadata_props
     opset: int
     fp16_initializers: int  # stored as float16 + Cast
     fp32_initializers: int  # kept as float32 (values not FP16-exact)
@@ -144,6 +150,7 @@ def _add_metadata(proto: onnx.ModelProto, checkpoint: dict[str, Any], source: Pa
         "std": json.dumps(cfg["std"]),
         "outputs": json.dumps(cfg["outputs"]),
         "checkpoint": source.name,
+        ONNX_CHECKPOINT_SHA256: source_hash(source),
     }
     for key in ("epoch", "global_step", "metrics", "created"):
         if checkpoint.get(key) is not None:
@@ -184,13 +191,6 @@ def onnxruntime_outputs(model_path: Path, batch: np.ndarray) -> np.ndarray:
         engine.close()
 
 
-def max_abs_diff(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Largest |candidate - reference| per output name; NaN or inf count as infinitely wrong."""
-    from .verify import compare
-
-    return compare(reference, candidate, "fp32").max_abs
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The whole export
 
@@ -202,11 +202,9 @@ def export_onnx(
     frames_dir: str | os.PathLike | None = None,
     opset: int = DEFAULT_OPSET,
     num_frames: int = VERIFY_FRAMES,
-    tolerance: float | None = None,
 ) -> ExportResult:
-    """Exports ``checkpoint`` to ``out`` only if ONNX Runtime matches PyTorch within ``tolerance`` (default
-    ``TOLERANCE``) on every output; otherwise raises JetracerError and leaves ``out`` as it was."""
-    tolerance = TOLERANCE if tolerance is None else float(tolerance)
+    """Exports ``checkpoint`` to ``out`` only if ONNX Runtime agrees with PyTorch within the FP32 tolerance of
+    ``verify.TOLERANCES`` on every output; otherwise raises JetracerError and leaves ``out`` as it was."""
     checkpoint, out = Path(checkpoint), Path(out)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 11:
         raise JetracerError(f"--opset must be an integer >= 11, got {opset!r}")
@@ -239,16 +237,14 @@ def export_onnx(
             onnx.save_model(proto, tmp)
         except OSError as exc:
             raise JetracerError(f"cannot write {tmp}: {exc.strerror or exc}") from None
-        diffs = max_abs_diff(reference, onnxruntime_outputs(tmp, batch))
-        report = ", ".join(f"{name} {value:.3g}" for name, value in diffs.items())
-        if not all(value <= tolerance for value in diffs.values()):
-            raise JetracerError(
-                f"ONNX Runtime disagrees with PyTorch on {len(frames)} frames: max abs difference {report} "
-                f"(tolerance {tolerance:g}); {out} was not written"
-            )
+        comparison = compare(reference, onnxruntime_outputs(tmp, batch), "fp32")
+        if not comparison.ok:
+            raise JetracerError(f"ONNX Runtime disagrees with PyTorch: {comparison.report()}; {out} was not written")
         size = tmp.stat().st_size
-    log.info("ONNX Runtime matches PyTorch on %d frames: max abs difference %s", len(frames), report)
+    log.info("ONNX Runtime matches PyTorch: %s", comparison.report())
+    recorded = {p.key: p.value for p in proto.metadata_props}
     return ExportResult(
-        path=out, size_bytes=size, max_abs_diff=diffs, frames=len(frames), opset=opset,
-        fp16_initializers=fp16, fp32_initializers=fp32,
+        path=out, size_bytes=size, max_abs_diff=comparison.max_abs, frames=len(frames), comparison=comparison,
+        checkpoint_sha256=recorded[ONNX_CHECKPOINT_SHA256], opset=opset, fp16_initializers=fp16,
+        fp32_initializers=fp32,
     )

@@ -7,7 +7,9 @@ with the source" means the same thing everywhere:
   of a plain and a randomized track;
 * reference: the FP32 source model on those frames (ONNX Runtime on CPU for an ``.onnx`` source, PyTorch eager FP32
   for a checkpoint);
-* ``compare``: max and mean |difference| per output, judged by ``TOLERANCES`` for the candidate's precision.
+* ``compare``: the worst frame's and the mean |difference| of every output (x and y, each column of the
+  outputs), each judged by the bounds ``TOLERANCES`` gives the candidate's precision: a candidate is accepted only
+  when no output is off by more than ``max_abs`` on any frame and none by more than ``mean_abs`` on average.
 
 No torch here: a car without PyTorch can still verify an ONNX Runtime or TensorRT conversion.
 """
@@ -15,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -30,12 +32,25 @@ MIN_FRAMES = 16
 VERIFY_FRAMES = 32
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
-# precision -> (statistic, outputs judged, bound). FP32 must reproduce the source; FP16 rounds every layer (about
-# 3 significant digits); INT8 is judged on the mean error of x, the output steering comes from, as the issue asks.
+
+class Tolerance(NamedTuple):
+    """The bounds of one precision, applied to every output: ``max_abs`` on the worst frame, ``mean_abs`` on the
+    mean over the frames. ``why`` says where the numbers come from."""
+
+    why: str
+    max_abs: float
+    mean_abs: float
+
+
+# The one table of what "agrees with the source" means. Steering is steering_gain (1.0 by default) times x, so a
+# bound on x is a bound on the steering sent on a frame; y is held to the same bounds (every output is).
 TOLERANCES = {
-    "fp32": ("max", None, 1e-4),
-    "fp16": ("max", None, 1e-2),
-    "int8": ("mean", ("x",), 0.02),
+    "fp32": Tolerance("the same arithmetic: must reproduce the source up to summation order", 1e-4, 2e-5),
+    "fp16": Tolerance("every layer rounded to about 3 significant digits (measured on a GPU: mean |dx| 8e-5)",
+                      1e-2, 2e-3),
+    "int8": Tolerance("256 levels per tensor (the shipped CPU model: worst frame 0.010, mean 0.0022 of x on 600 "
+                      "held-out frames); no frame may steer more than 0.1 of full lock away from the source",
+                      0.1, 0.02),
 }
 
 
@@ -125,39 +140,57 @@ class Comparison:
 
     precision: str
     frames: int
-    max_abs: dict[str, float]   # per output name (x, y)
-    mean_abs: dict[str, float]
+    max_abs: dict[str, float]   # per output name (x, y): the worst frame
+    mean_abs: dict[str, float]  # per output name: the mean over the frames
     ok: bool
-    rule: str                   # the tolerance in words, e.g. "max |diff| <= 1e-4"
+    rule: str                   # the tolerance in words, e.g. "every output: max |diff| <= 1e-4, mean <= 2e-5"
+    failures: list[str] = field(default_factory=list)  # each bound broken, e.g. "x max 6.0e-01 > 0.1 (frame 3)"
+    worst_frame: dict[str, int] = field(default_factory=dict)  # per output name: the frame of its max |diff|
 
     def report(self) -> str:
         per_output = ", ".join(f"{name} max {self.max_abs[name]:.2e} mean {self.mean_abs[name]:.2e}"
                                for name in self.max_abs)
-        return f"{per_output} over {self.frames} frames ({self.rule}: {'pass' if self.ok else 'FAIL'})"
+        verdict = "pass" if self.ok else f"FAIL: {'; '.join(self.failures)}"
+        return f"{per_output} over {self.frames} frames ({self.rule}: {verdict})"
 
     def as_dict(self) -> dict:
         return {"precision": self.precision, "frames": self.frames, "max_abs": self.max_abs,
-                "mean_abs": self.mean_abs, "ok": self.ok, "rule": self.rule}
+                "mean_abs": self.mean_abs, "worst_frame": self.worst_frame, "ok": self.ok, "rule": self.rule,
+                "failures": self.failures}
+
+
+def output_names(columns: int) -> list[str]:
+    """The names of ``columns`` output columns: config/model.yaml's ``outputs`` (x, y), then ``out<i>`` for any
+    column beyond them, so that every column is judged and named."""
+    names = [str(n) for n in load_config("model")["outputs"]][:columns]
+    return names + [f"out{i}" for i in range(len(names), columns)]
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, precision: str) -> Comparison:
-    """Per-output max and mean |candidate - reference| (NaN or inf count as infinitely wrong), judged by the
-    tolerance of ``precision``."""
+    """Per-output worst-frame and mean |candidate - reference| (NaN or inf count as infinitely wrong), each judged
+    by the bounds of ``precision`` in ``TOLERANCES``: every output, both statistics."""
     if precision not in TOLERANCES:
         raise JetracerError(f"unknown precision {precision!r}; choose one of {', '.join(TOLERANCES)}")
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
     if reference.shape != candidate.shape:
         raise JetracerError(f"outputs of shape {candidate.shape} cannot be compared with {reference.shape}")
-    names = [str(n) for n in load_config("model")["outputs"]]
-    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
+    if reference.ndim == 0 or not len(reference):
+        raise JetracerError("there are no outputs to compare")
+    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64)).reshape(len(reference), -1)
     diff[~np.isfinite(diff)] = np.inf
+    names = output_names(diff.shape[1])
     max_abs = {name: float(diff[:, i].max()) for i, name in enumerate(names)}
     mean_abs = {name: float(diff[:, i].mean()) for i, name in enumerate(names)}
-    statistic, judged, bound = TOLERANCES[precision]
-    judged = judged or tuple(names)
-    values = max_abs if statistic == "max" else mean_abs
-    ok = all(values[name] <= bound for name in judged)
-    rule = f"{statistic} |diff| of {', '.join(judged)} <= {bound:g}"
-    return Comparison(precision, int(len(reference)), max_abs, mean_abs, ok, rule)
+    worst = {name: int(diff[:, i].argmax()) for i, name in enumerate(names)}
+    bounds = TOLERANCES[precision]
+    failures = []
+    for name in names:
+        if not max_abs[name] <= bounds.max_abs:
+            failures.append(f"{name} max {max_abs[name]:.2e} > {bounds.max_abs:g} (frame {worst[name]})")
+        if not mean_abs[name] <= bounds.mean_abs:
+            failures.append(f"{name} mean {mean_abs[name]:.2e} > {bounds.mean_abs:g}")
+    rule = f"every output: max |diff| <= {bounds.max_abs:g}, mean <= {bounds.mean_abs:g}"
+    return Comparison(precision, int(len(reference)), max_abs, mean_abs, not failures, rule, failures, worst)
 
 
 def require_match(comparison: Comparison, what: str, out: str | os.PathLike) -> None:

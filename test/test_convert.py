@@ -101,8 +101,9 @@ def test_int8_model_is_quantized_operators_with_fp32_head_and_records_its_calibr
     assert meta["precision"] == "int8"
     assert meta["calibration_method"] == onnxruntime_int8.CALIBRATION_METHOD
     assert meta["calibration_frames"] == str(CALIB)
-    assert meta["source_sha256"] == source_hash(SHIPPED)
-    assert meta["architecture"] == "resnet18"  # the source's own metadata is kept
+    assert meta["source_sha256"] == source_hash(SHIPPED)  # backend auto runs it only beside this very model
+    assert meta["architecture"] == "resnet18"  # the source's own metadata is kept, its checkpoint's SHA-256 too
+    assert meta["checkpoint_sha256"] == source_hash(SHIPPED.with_suffix(".pt"))
     lines = onnxruntime_int8.layer_precisions(proto)
     assert any(line.startswith("QLinearConv") and line.endswith(" int8") for line in lines)
     assert any(line.startswith("Gemm") and line.endswith(" fp32") for line in lines)
@@ -122,12 +123,20 @@ def test_onnxruntime_engine_runs_the_int8_model_as_int8(converted, calib_dir):
 # Refusals: a clear error, and nothing written or lost
 
 
-def test_failed_verification_writes_nothing(tmp_path, calib_dir, monkeypatch):
-    monkeypatch.setitem(verify.TOLERANCES, "int8", ("mean", ("x",), 1e-9))  # no INT8 model can meet this
+def test_one_frame_far_off_fails_verification_and_writes_nothing(tmp_path, calib_dir, monkeypatch):
+    real_reference = onnxruntime_int8.reference_outputs
+
+    def one_frame_off(source, frames):
+        outputs = real_reference(source, frames)
+        outputs[3, 0] += 0.6  # the mean |dx| stays small; the worst frame does not
+        return outputs
+
+    monkeypatch.setattr(onnxruntime_int8, "reference_outputs", one_frame_off)
     out = tmp_path / "m.int8.onnx"
     request = ConvertRequest(source=SHIPPED, out=out, precision="int8", calib_dir=calib_dir, calib_frames=16,
-                             verify_frames=16)
-    with pytest.raises(JetracerError, match=r"disagrees with the source model: x max .* was not written"):
+                             verify_frames=48)  # over 48 frames, 0.6 on one is a mean |dx| of 0.0125
+    with pytest.raises(JetracerError, match=r"disagrees with the source model: x max .*FAIL: x max 6\.\d+e-01 > "
+                                            r"0\.1 \(frame 3\).* was not written"):
         convert_pkg.convert("onnxruntime", request)
     assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary file
 
@@ -257,6 +266,15 @@ def test_help_explains_each_backend_and_precision():
                    "--backend onnxruntime --precision int8", "laptop", "CUDA GPU without TensorRT",
                    "--backend torch", "--calib", "--verify-frames", "--via", "--force", "--json", "--verbose"):
         assert phrase in text, phrase
+
+
+def test_help_states_the_tolerance_table():
+    import re
+
+    text = convert_cli.DESCRIPTION.replace("\n", " ")
+    stated = {m[0]: (float(m[1]), float(m[2])) for m in re.findall(r"(fp32|fp16|int8) ([\d.e-]+) / ([\d.e-]+)", text)}
+    assert stated == {p: (b.max_abs, b.mean_abs) for p, b in verify.TOLERANCES.items()}
+    assert "worst frame" in text and "every output" in text
 
 
 def test_cli_defaults_match_the_package():

@@ -148,11 +148,35 @@ def test_failed_verification_writes_nothing_and_names_the_output(tmp_path, best_
     with pytest.raises(JetracerError) as info:
         export_mod.export_onnx(best_pt, out, frames_dir=frames_dir)
     message = str(info.value)
-    assert "max abs difference x 0.001" in message and "not written" in message
-    y_error = float(message.split(", y ")[1].split()[0])
-    assert y_error <= 1e-4
+    assert "ONNX Runtime disagrees with PyTorch: x max 1.00e-03" in message and "not written" in message
+    y_error = float(message.split(", y max ")[1].split()[0])
+    assert y_error <= 1e-4 and "y max" not in message.split("FAIL")[1]  # only x is named as failing
     assert out.read_bytes() == b"previous model"  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # and no temp file is left
+
+
+def test_a_steady_error_within_the_worst_frame_bound_is_refused_on_the_mean(tmp_path, best_pt, frames_dir,
+                                                                           monkeypatch):
+    real_reference = export_mod.torch_reference
+
+    def biased(model, batch):
+        result = real_reference(model, batch)
+        result[:, 1] += 6e-5  # every frame's y a little off: under the FP32 worst-frame bound, over its mean bound
+        return result
+
+    monkeypatch.setattr(export_mod, "torch_reference", biased)
+    with pytest.raises(JetracerError, match=r"FAIL: y mean [56]\.\d+e-05 > 2e-05"):
+        export_mod.export_onnx(best_pt, tmp_path / "m.onnx", frames_dir=frames_dir)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_onnx_model_records_the_checkpoint_it_was_exported_from(exported, best_pt):
+    from jetracer_trt.engines.artifacts import onnx_metadata
+    from jetracer_trt.engines.sidecar import source_hash
+
+    meta = onnx_metadata(exported)
+    assert meta["checkpoint"] == best_pt.name and meta["checkpoint_sha256"] == source_hash(best_pt)
+    assert {p.key: p.value for p in onnx.load(str(exported)).metadata_props} == meta
 
 
 def test_bare_state_dict_and_fp32_checkpoint_load(tmp_path):
@@ -188,3 +212,15 @@ def test_fp16_storage_is_lossless():
 
 def test_cli_default_opset_matches_core():
     assert export_cli.DEFAULT_OPSET == export_mod.DEFAULT_OPSET == 17
+
+
+def test_cli_help_states_the_fp32_tolerance():
+    import re
+
+    from jetracer_trt.verify import TOLERANCES
+
+    parser = argparse.ArgumentParser()
+    export_cli.register(parser.add_subparsers())
+    text = " ".join(parser._subparsers._group_actions[0].choices["export"].description.split())
+    found = re.search(r"within ([\d.e-]+) on the worst frame and ([\d.e-]+) on average", text)
+    assert found and (float(found[1]), float(found[2])) == (TOLERANCES["fp32"].max_abs, TOLERANCES["fp32"].mean_abs)

@@ -200,6 +200,21 @@ def test_staged_artifact_moves_both_files_in_place_or_neither(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["road.fp32.engine", "road.fp32.engine.json"]
 
 
+def test_staged_artifact_syncs_both_files_before_the_renames_and_the_folder_after(tmp_path, monkeypatch):
+    events = []
+    real_replace = os.replace
+    monkeypatch.setattr(sidecars, "fsync_file", lambda p: events.append(("file", os.path.basename(p))))
+    monkeypatch.setattr(sidecars, "fsync_dir", lambda p: events.append(("dir", str(p))))
+    monkeypatch.setattr(sidecars.os, "replace", lambda a, b: (events.append(("rename", os.path.basename(b))),
+                                                             real_replace(a, b)))
+    out = tmp_path / "road.fp32.engine"
+    with sidecars.staged_artifact(out) as tmp:
+        tmp.write_bytes(b"plan")
+        sidecars.write_sidecar(tmp, {"precision": "fp32"})
+    assert [e[0] for e in events][-5:] == ["file", "file", "rename", "rename", "dir"]
+    assert events[-1] == ("dir", str(tmp_path))
+
+
 def test_current_platform_says_how_to_install_tensorrt(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
     with pytest.raises(JetracerError) as exc:

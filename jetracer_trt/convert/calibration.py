@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..engines.artifacts import ONNX_SOURCE_SHA256
 from ..engines.sidecar import source_hash
 from ..errors import JetracerError
 from ..preprocess import Preprocessor
 from ..verify import MIN_FRAMES, verification_frames
-
 
 
 @dataclass
@@ -132,13 +132,15 @@ def plain_fp32_graph(source: str | os.PathLike, out: str | os.PathLike) -> Path:
 def record_quantization(proto, source: str | os.PathLike, facts: dict[str, str]) -> None:
     """Sets ``proto``'s ``metadata_props`` to the source model's (architecture, normalization, checkpoint) plus
     ``facts`` (precision, how it was quantized and calibrated) and the source's name and SHA-256, so a quantized
-    file says what it was made from. ONNX Runtime exposes them as the model's custom metadata."""
+    file says what it was made from: ``backend auto`` runs it in the source's place only when the SHA-256 matches
+    (the source's own ``checkpoint_sha256`` is kept too). ONNX Runtime exposes them as the model's custom
+    metadata."""
     import onnx
 
     source = Path(source)
     props = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
     props.update(facts)
-    props.update({"source_model": source.name, "source_sha256": source_hash(source),
+    props.update({"source_model": source.name, ONNX_SOURCE_SHA256: source_hash(source),
                   "converted_by": f"jetracer_trt {__version__}"})
     del proto.metadata_props[:]
     for key, value in props.items():

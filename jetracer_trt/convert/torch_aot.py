@@ -9,7 +9,9 @@ process: loading a package can crash the process that loads it (seen with PyTorc
 even a minimal static FP32 package, for CUDA or for the CPU, died with SIGSEGV inside ``aoti_load_package``'s C++
 loader, in a fresh process too), and that must end as a clear error with nothing written, not as a dead (or hung)
 ``convert``. Its precision, device and input layout are stored in the package's own metadata
-(``AOTICompiledModel.get_metadata()``), which ``TorchEngine`` reads.
+(``AOTICompiledModel.get_metadata()``), which ``TorchEngine`` reads, with the checkpoint's name and SHA-256
+(``artifacts.PACKAGE_SOURCE_SHA256``), which ``backend auto`` compares with the checkpoint the ONNX model records
+before it runs the package in that model's place.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ def convert(request: ConvertRequest) -> ConvertResult:
     import torch
 
     from .. import verify
+    from ..engines.artifacts import PACKAGE_SOURCE_SHA256
     from ..engines.sidecar import source_hash
     from ..engines.torch_engine import CHECKPOINT_SUFFIXES, META_CHANNELS_LAST, META_PRECISION
     from ..model import load_checkpoint
@@ -64,7 +67,7 @@ def convert(request: ConvertRequest) -> ConvertResult:
     reference = verify.reference_outputs(source, frames)
     metadata = {META_PRECISION: request.precision, META_CHANNELS_LAST: "1" if channels_last else "0",
                 "jetracer_device": device, "jetracer_source": source.name,
-                "jetracer_source_sha256": source_hash(source), "jetracer_torch": str(torch.__version__)}
+                PACKAGE_SOURCE_SHA256: source_hash(source), "jetracer_torch": str(torch.__version__)}
     max_batch = max(2, request.max_batch)
     with tempfile.TemporaryDirectory(prefix=".torch-aot-", dir=out.parent) as work:
         package = Path(work) / out.name  # AOTInductor and TorchEngine both want the .pt2 suffix

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from .. import __version__
 from ..errors import JetracerError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, fsync_dir, fsync_file
 from .base import PRECISIONS
 
 FORMAT = "jetracer_trt.engine_sidecar"
@@ -250,8 +250,11 @@ def staged_artifact(out: Path) -> Iterator[Path]:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        fsync_file(tmp)  # durable before the renames, and the renames durable after: a power cut keeps either
+        fsync_file(sidecar_path(tmp))  # the old pair or the new one
         os.replace(tmp, out)
         os.replace(sidecar_path(tmp), sidecar_path(out))
+        fsync_dir(out.parent)
     finally:
         for leftover in (tmp, sidecar_path(tmp)):
             with contextlib.suppress(OSError):
