@@ -211,3 +211,24 @@ def test_some_tracks_have_hairpins_within_the_turning_radius():
         hairpins += turned > np.radians(150)
         assert np.abs(track.curvature).max() <= 1.1 / CFG["track"]["min_turn_radius_m"]
     assert hairpins >= 3
+
+
+def test_the_lap_plot_scales_its_colours_to_the_run_and_keeps_a_long_title_whole(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from jetracer_trt.sim.visualize import plot_run
+
+    world = SimWorld(11)
+    drive(world, lambda f: world.label(), SafetyGovernor.from_config("sim"), laps=1)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    title = "track seed 11, ROS 2 graph (lockstep): 1 laps, 0 off-track events, a title longer than the axes"
+    plot_run(world, tmp_path / "lap.png", title=title)
+    (fig,) = figures
+    ax = fig.axes[0]
+    low, high = ax.collections[0].get_clim()
+    largest = float(np.abs(np.asarray(world.stats.path)[:, 2]).max())
+    assert low == 0 and largest <= high <= largest + 0.011
+    shown = ax.get_title()
+    assert "\n" in shown and shown.replace("\n", " ") == title
+    assert all(len(line) <= 60 for line in shown.splitlines())

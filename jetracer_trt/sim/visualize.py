@@ -1,6 +1,7 @@
 """Pictures of a run: the driven path from above (matplotlib, imported only here) and the camera-view video."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,16 @@ def ensure_parent_dir(path: str | Path) -> Path:
     except OSError as exc:
         raise JetracerError(f"cannot create the folder for {path}: {exc.strerror}") from None
     return path
+
+
+TITLE_CHARS = 60  # a title wider than the 7-inch axes is cut at the figure's edge: wrap it instead
+
+
+def error_scale_m(errors: np.ndarray) -> float:
+    """The colour bar's top: the largest error of the run rounded up to a centimetre (at least 1 cm), so the
+    colours spread over what happened rather than over the whole road width."""
+    largest = float(np.max(errors)) if len(errors) else 0.0
+    return max(0.01, float(np.ceil(largest * 100) / 100))
 
 
 def plot_run(world: SimWorld, path: str | Path, title: str = "") -> Path:
@@ -40,15 +51,16 @@ def plot_run(world: SimWorld, path: str | Path, title: str = "") -> Path:
         segments = np.stack([driven[:-1, :2], driven[1:, :2]], axis=1)
         jumps = np.linalg.norm(segments[:, 1] - segments[:, 0], axis=1) > 0.5  # resets after off-track events
         lines = LineCollection(segments[~jumps], cmap="viridis", linewidths=2)
-        lines.set_array(np.abs(driven[1:, 2])[~jumps])
-        lines.set_clim(0, max(0.05, float(track.widths.max() / 2)))
+        errors = np.abs(driven[1:, 2])[~jumps]
+        lines.set_array(errors)
+        lines.set_clim(0, error_scale_m(errors))
         ax.add_collection(lines)
         fig.colorbar(lines, ax=ax, label="|cross-track error| (m)", shrink=0.7)
     ax.plot(*track.points[0], "r>", ms=10, label="start")
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
-    ax.set_title(title or f"track seed {track.seed}")
+    ax.set_title(textwrap.fill(title or f"track seed {track.seed}", TITLE_CHARS))
     ax.legend(loc="upper right")
     try:
         fig.savefig(path, dpi=100, bbox_inches="tight")
