@@ -12,7 +12,7 @@ import sys
 
 from ..errors import JetracerError
 
-VERB_MODULES = ("sim", "launch", "calibrate", "neutral", "data", "train", "export", "convert", "benchmark")
+VERB_MODULES = ("sim", "launch", "calibrate", "neutral", "joy", "data", "train", "export", "convert", "benchmark")
 
 DESCRIPTION = """\
 Self-driving JetRacer-style car: a ResNet18 looks at the camera frame and predicts the point on the road to steer
@@ -30,6 +30,7 @@ Typical workflow:
                                                  build a faster model for this machine (on the car)
   jetracer-trt benchmark --batch 1,8             time every backend that runs here against PyTorch
   jetracer-trt launch drive                      run the ROS 2 drive graph (camera, inference, control)
+  jetracer-trt joy test                          show the gamepad's raw codes and mapped values
 Run `jetracer-trt <verb> --help` for each verb's options.
 """
 
