@@ -29,10 +29,12 @@ from ..control import CONTROL_SETTINGS, PROFILES, ControlParams, profile_default
 from ..errors import JetracerError
 from ..latency import LatencyStats
 from ..mux import MODES, CommandMux, HandSource
+from ..teleop.layout import RELEASED, TOPIC as JOY_TOPIC, PadState, pressed
 from ..safety import SAFETY_SETTINGS, SafetyGovernor, SafetyLimits
 from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for, steady_timer, stamp_to_ns
 
 BEST_EFFORT_EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+WEB_JOY_TOPIC = "web/joy"  # the web page's virtual joystick, below the gamepad in priority
 KEEPALIVE_S = 0.1  # the slowest /cmd rate while nothing changes (receivers time out after 0.5 s)
 ARM_HINT = "ros2 topic pub --once /arm std_msgs/msg/Bool '{data: true}'"
 
@@ -72,7 +74,8 @@ class ControlNode(Node):
             raise JetracerError("; ".join(problems))
         if mode not in MODES:
             raise JetracerError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        mux = CommandMux([HandSource("joy", 100, hand_timeout), HandSource("web/joy", 50, hand_timeout)], mode)
+        mux = CommandMux([HandSource(JOY_TOPIC, 100, hand_timeout), HandSource(WEB_JOY_TOPIC, 50, hand_timeout)],
+                         mode)
         self.governor = SafetyGovernor(ControlParams(**values), SafetyLimits(**limits), force_zero_throttle=self.check,
                                        armed=armed, mux=mux)
         self.actuator = create_actuator(kind, calibration=calibration or None,
@@ -85,7 +88,7 @@ class ControlNode(Node):
         self.create_subscription(PointStamped, "road_target", self.on_target, LATEST_ONLY,
                                  event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._warn_qos))
         self.mode_pub = self.create_publisher(String, "mode", RELIABLE)
-        self._buttons: dict[str, tuple] = {}
+        self._hands: dict[str, PadState] = {}
         for topic in mux.sources:
             self.create_subscription(Joy, topic, lambda msg, topic=topic: self.on_joy(topic, msg), LATEST_ONLY)
         self._subscribe_any_reliability(Bool, "arm", self.on_arm)
@@ -151,19 +154,18 @@ class ControlNode(Node):
                                    throttle_duration_sec=1.0)
 
     def on_joy(self, topic: str, msg: Joy) -> None:
-        """A hand source in the canonical layout (jetracer_trt.teleop.layout): axes [steering, throttle], buttons
-        [hold-to-drive, manual/autopilot toggle, record toggle, e-stop]; toggles act on the press."""
-        axes, buttons = list(msg.axes), list(msg.buttons)
-        if len(axes) < 2 or len(buttons) < 4:
-            self.get_logger().warning(f"{topic}: Joy without the canonical 2 axes and 4 buttons ignored",
-                                      throttle_duration_sec=5.0)
+        """A hand source in the canonical layout (``jetracer_trt.teleop.layout``); toggles act on the press."""
+        try:
+            state = PadState.from_joy(msg.axes, msg.buttons)
+        except ValueError as exc:
+            self.get_logger().warning(f"{topic}: Joy ignored: {exc}", throttle_duration_sec=5.0)
             return
-        pressed = [b and not p for b, p in zip(buttons[:4], self._buttons.get(topic, (0, 0, 0, 0)), strict=True)]
-        self._buttons[topic] = tuple(buttons[:4])
-        self.governor.mux.on_hand(topic, float(axes[0]), float(axes[1]), bool(buttons[0]), time.monotonic())
-        if pressed[3]:
+        edges = pressed(self._hands.get(topic, RELEASED), state)
+        self._hands[topic] = state
+        self.governor.mux.on_hand(topic, state.steering, state.throttle, state.deadman, time.monotonic())
+        if "estop" in edges:
             self.on_estop(Bool(data=True))
-        if pressed[1]:
+        if "autopilot_toggle" in edges:
             self.set_parameters([Parameter("mode", value="autopilot" if self.governor.mux.mode == "manual"
                                            else "manual")])
         self.tick()
