@@ -4,7 +4,8 @@ Layout of a dataset folder ``root``::
 
     root/dataset.json   manifest {"format": "jetracer_trt.dataset", "version": 1, "created": ..., "image_format": "jpg"}
     root/images/        one JPEG per sample, named <8 hex chars per writer>_<counter:06d>.jpg
-    root/index.jsonl    one JSON object per line: {"image": "images/<name>.jpg", "x": ..., "y": ..., ...meta}
+    root/index.jsonl    one JSON object per line: {"image": "images/<name>.jpg", "x": ..., "y": ..., ...meta},
+                        or a tombstone {"delete": "images/<name>.jpg"} that takes an earlier sample back out
 
 Why it survives ``kill -9`` or a power cut: an image is written to a temporary name, fsynced, renamed into place and
 its folder fsynced *before* its index line is appended, and each index line goes out in a single ``write()`` on an
@@ -12,7 +13,8 @@ its folder fsynced *before* its index line is appended, and each index line goes
 torn last line (counted as corrupt and skipped). Writers hold an exclusive ``flock`` on the index for the moment of
 each write, which lets several processes append to one dataset at once and lets a writer whose write or fsync
 failed (a full disk) take its own bytes back out: a failed append leaves the index as it was. Readers never crash on
-bad entries: they skip and count them. See ``docs/dataset_format.md``.
+bad entries: they skip and count them. Removing a sample (``remove``, ``undo_last``) appends a tombstone line the
+same way, so a removal is as crash-safe as an append and the index stays append-only. See ``docs/dataset_format.md``.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import logging
 import math
 import os
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,9 @@ MAX_LINE_BYTES = 4096
 # Reading a badly damaged index must not flood the log: warn about the first lines, then only the summary.
 MAX_LINE_WARNINGS = 20
 _RESERVED_KEYS = ("image", "x", "y")
+TOMBSTONE_KEY = "delete"  # {"delete": "images/<name>.jpg"}: the sample of that image is removed
+# undo_last reaches back this many of a writer's own samples (the web page's "undo last"; no one clicks it 1000 times)
+UNDO_DEPTH = 1000
 _MANIFEST_TMP_PREFIX = "." + MANIFEST_NAME + "."
 
 
@@ -134,10 +140,13 @@ def _json_default(obj: Any) -> Any:
 
 
 def _index_line(image: str, x: float, y: float, meta: dict[str, Any]) -> bytes:
-    clash = [key for key in _RESERVED_KEYS if key in meta]
+    clash = [key for key in (*_RESERVED_KEYS, TOMBSTONE_KEY) if key in meta]
     if clash:
         raise JetracerError(f"meta keys {clash} are reserved for the index itself; rename them")
-    record = {"image": image, "x": x, "y": y, **meta}
+    return _json_line({"image": image, "x": x, "y": y, **meta})
+
+
+def _json_line(record: dict[str, Any]) -> bytes:
     try:
         text = json.dumps(record, allow_nan=False, ensure_ascii=True, default=_json_default)
     except (TypeError, ValueError) as exc:
@@ -146,6 +155,16 @@ def _index_line(image: str, x: float, y: float, meta: dict[str, Any]) -> bytes:
     if len(line) > MAX_LINE_BYTES:
         raise JetracerError(f"index line of {len(line)} bytes is over {MAX_LINE_BYTES}; store less meta per sample")
     return line
+
+
+def _image_in_dataset(image: Any) -> str | None:
+    """The normalised relative path of an index entry's image, or None when it is not a path inside the dataset."""
+    if not isinstance(image, str) or not image:
+        return None
+    rel = os.path.normpath(image)
+    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
+        return None
+    return rel
 
 
 def _write_file_durably(path: Path, data: bytes) -> None:
@@ -186,6 +205,7 @@ class DatasetWriter:
         self.jpeg_quality = jpeg_quality
         self._count = 0
         self._names_used = 0  # image names handed out, failed appends included: none is ever handed out twice
+        self._undoable: deque[str] = deque(maxlen=UNDO_DEPTH)  # this writer's latest samples, newest last
         self._fd: int | None = None
         self._locking = True
         try:
@@ -228,11 +248,12 @@ class DatasetWriter:
 
     @property
     def count(self) -> int:
-        """Samples appended by this writer (not the dataset's total)."""
+        """Samples appended by this writer and not removed again (not the dataset's total)."""
         return self._count
 
-    def append(self, frame_rgb: np.ndarray, x: float, y: float, **meta: Any) -> None:
-        """Stores one RGB uint8 (H, W, 3) frame with its road target (x, y) in [-1, 1] and JSON-serialisable meta.
+    def append(self, frame_rgb: np.ndarray, x: float, y: float, **meta: Any) -> str:
+        """Stores one RGB uint8 (H, W, 3) frame with its road target (x, y) in [-1, 1] and JSON-serialisable meta;
+        returns the sample's image as named in the index ("images/<name>.jpg").
 
         Raises JetracerError for bad input (nothing written) and DatasetWriteError when the disk fails: then the
         index is as it was before the call and the sample's image is removed.
@@ -242,23 +263,19 @@ class DatasetWriter:
         check_frame(frame_rgb)
         x, y = _check_label("x", x), _check_label("y", y)
         name = f"{self._prefix}_{self._names_used:06d}.{IMAGE_EXT}"
-        line = _index_line(f"{IMAGES_DIR}/{name}", x, y, meta)  # validated before anything touches the disk
+        rel = f"{IMAGES_DIR}/{name}"
+        line = _index_line(rel, x, y, meta)  # validated before anything touches the disk
         bgr = cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2BGR)
         ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
             raise JetracerError(f"could not encode a {frame_rgb.shape} frame as JPEG")
         self._names_used += 1  # from here on the name is spent, whatever happens
         image = self.root / IMAGES_DIR / name
-        line_kept = False
         try:
             _write_file_durably(image, jpeg.tobytes())
-            start, end = self._write_line(line)
-            try:
-                os.fsync(self._fd)
-            except OSError:
-                line_kept = not self._take_back(start, end)
-                raise
+            self._append_line(line)
         except OSError as exc:
+            line_kept = getattr(exc, "index_line_kept", False)
             if not line_kept:
                 with contextlib.suppress(OSError):
                     image.unlink()  # an orphan image is invisible, but a full disk needs the space
@@ -267,6 +284,53 @@ class DatasetWriter:
             raise DatasetWriteError(f"cannot write to dataset {self.root}: {exc.strerror or exc}; {outcome}",
                                     exc.errno) from None
         self._count += 1
+        self._undoable.append(rel)
+        return rel
+
+    def remove(self, image: str) -> None:
+        """Takes the sample of ``image`` ("images/<name>.jpg", as ``append`` returned it) out of the dataset.
+
+        Appends the tombstone line {"delete": image} with the same durability as a sample (one write, fsync), then
+        deletes the image file, so a crash at any moment leaves the sample either fully there or gone for every
+        reader. A name that is in no sample is harmless: readers ignore its tombstone. Raises JetracerError for a
+        path outside the dataset and DatasetWriteError when the disk fails (then the sample is still there).
+        """
+        if self._fd is None:
+            raise JetracerError("this DatasetWriter is closed")
+        rel = _image_in_dataset(image)
+        if rel is None:
+            raise JetracerError(f"image {image!r} is not a path inside the dataset")
+        try:
+            self._append_line(_json_line({TOMBSTONE_KEY: rel}))
+        except OSError as exc:
+            outcome = ("the sample may be removed already" if getattr(exc, "index_line_kept", False)
+                       else "the sample is still in the dataset")
+            raise DatasetWriteError(f"cannot write to dataset {self.root}: {exc.strerror or exc}; {outcome}",
+                                    exc.errno) from None
+        with contextlib.suppress(OSError):  # already invisible to readers; deleting it frees the space
+            (self.root / rel).unlink()
+        if rel in self._undoable:
+            self._undoable.remove(rel)
+            self._count -= 1
+
+    def undo_last(self) -> str | None:
+        """Removes the newest sample this writer appended and has not removed yet (up to ``UNDO_DEPTH`` back);
+        returns its image, or None when there is nothing left to undo."""
+        if not self._undoable:
+            return None
+        image = self._undoable[-1]
+        self.remove(image)
+        return image
+
+    def _append_line(self, line: bytes) -> None:
+        """Appends one index line and fsyncs it. On an OSError the line is no longer in the index, unless even taking
+        it back failed: the error then carries ``index_line_kept = True``."""
+        start, end = self._write_line(line)  # a failed write() is cut back inside
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            exc.index_line_kept = not self._take_back(start, end)
+            raise
 
     @contextlib.contextmanager
     def _index_lock(self):
@@ -380,31 +444,53 @@ def _label(record: dict, key: str) -> float | None:
     return value if math.isfinite(value) and -1.0 <= value <= 1.0 else None
 
 
-def _parse_line(root: Path, raw: bytes) -> tuple[Sample | None, str]:
-    """One index line -> (Sample, "") if usable, else (None, why it is corrupt)."""
+@dataclass(slots=True)  # not frozen: one per index line, and frozen dataclasses are slow to make
+class _Entry:
+    """One parsed index line: a sample (``image``: its normalised relative path), a tombstone (``deletes`` names the
+    image it removes) or corrupt (``why``)."""
+
+    number: int
+    sample: Sample | None = None
+    image: str = ""
+    deletes: str | None = None
+    why: str = ""
+
+
+def _parse_line(root: Path, number: int, raw: bytes) -> _Entry:
+    """One index line -> a sample (its image not looked at yet), a tombstone, or why it is corrupt."""
     try:
         record = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return None, "not valid JSON (truncated or garbage)"
+        return _Entry(number, why="not valid JSON (truncated or garbage)")
     if not isinstance(record, dict):
-        return None, "not a JSON object"
+        return _Entry(number, why="not a JSON object")
+    if TOMBSTONE_KEY in record:
+        deletes = _image_in_dataset(record[TOMBSTONE_KEY])
+        if deletes is None:
+            return _Entry(number, why=f"tombstone {record[TOMBSTONE_KEY]!r} names no path inside the dataset")
+        return _Entry(number, deletes=deletes)
     image = record.get("image")
     if not isinstance(image, str) or not image:
-        return None, "no \"image\" path"
-    rel = os.path.normpath(image)
-    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
-        return None, f"image path {image!r} points outside the dataset"
+        return _Entry(number, why="no \"image\" path")
+    rel = _image_in_dataset(image)
+    if rel is None:
+        return _Entry(number, why=f"image path {image!r} points outside the dataset")
     x, y = _label(record, "x"), _label(record, "y")
     if x is None or y is None:
-        return None, f"labels x={record.get('x')!r}, y={record.get('y')!r} missing, not finite or outside [-1, 1]"
-    path = root / rel
-    try:
-        if path.stat().st_size == 0:
-            return None, f"image {image} is empty"
-    except OSError:
-        return None, f"image {image} is missing"
+        return _Entry(number, why=f"labels x={record.get('x')!r}, y={record.get('y')!r} missing, not finite or "
+                                  "outside [-1, 1]")
     meta = {key: value for key, value in record.items() if key not in _RESERVED_KEYS}
-    return Sample(image_path=path, x=x, y=y, meta=meta), ""
+    return _Entry(number, sample=Sample(image_path=root / rel, x=x, y=y, meta=meta), image=rel)
+
+
+def _image_problem(entry: _Entry) -> str:
+    """Why a sample's image cannot be used (missing or empty), or "" when it can."""
+    try:
+        if entry.sample.image_path.stat().st_size == 0:
+            return f"image {entry.image} is empty"
+    except OSError:
+        return f"image {entry.image} is missing"
+    return ""
 
 
 def _read_index(root: Path) -> bytes:
@@ -429,18 +515,29 @@ def read_dataset(root: str | os.PathLike) -> tuple[list[Sample], int]:
         raise JetracerError(f"{root} is not a jetracer_trt dataset (no {MANIFEST_NAME} or {INDEX_NAME})")
     if state == "index_only":
         log.warning("dataset %s has no %s (lost?); reading %s as format version 1", root, MANIFEST_NAME, INDEX_NAME)
+    entries = [_parse_line(root, number, raw)
+               for number, raw in enumerate(_read_index(root).split(b"\n"), start=1)
+               if raw.strip()]  # blank lines: the trailing newline's empty tail, or a writer ending a torn line
+    # a tombstone removes the samples of its image written before it; a name that is in no sample removes nothing
+    deleted = {entry.deletes: entry.number for entry in entries if entry.deletes}
     samples: list[Sample] = []
-    corrupt = 0
-    for number, raw in enumerate(_read_index(root).split(b"\n"), start=1):
-        if not raw.strip():
-            continue  # blank lines: the trailing newline's empty tail, or a writer ending a torn line
-        sample, why = _parse_line(root, raw)
-        if sample is not None:
-            samples.append(sample)
+    problems: list[tuple[int, str]] = []
+    for entry in entries:
+        if entry.sample is not None:
+            if deleted.get(entry.image, 0) > entry.number:
+                continue  # removed, its image probably deleted too: not corrupt
+            why = _image_problem(entry)
+            if not why:
+                samples.append(entry.sample)
+                continue
+        elif entry.deletes:
             continue
-        corrupt += 1
-        if corrupt <= MAX_LINE_WARNINGS:
-            log.warning("%s line %d skipped: %s", root / INDEX_NAME, number, why)
+        else:
+            why = entry.why
+        problems.append((entry.number, why))
+    for number, why in problems[:MAX_LINE_WARNINGS]:
+        log.warning("%s line %d skipped: %s", root / INDEX_NAME, number, why)
+    corrupt = len(problems)
     if corrupt:
         more = f" (only the first {MAX_LINE_WARNINGS} shown)" if corrupt > MAX_LINE_WARNINGS else ""
         log.warning("dataset %s: %d corrupt entries skipped%s, %d samples usable", root, corrupt, more, len(samples))
