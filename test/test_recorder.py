@@ -82,3 +82,14 @@ def test_a_full_disk_is_reported_nothing_is_lost_and_recording_resumes(tmp_path,
     assert rec.on_frame(0.03, FRAME) and rec.last_error is None
     samples, corrupt = read_dataset(tmp_path / "d")
     assert len(samples) == 2 and corrupt == 0
+
+
+def test_undo_removes_this_sessions_last_sample_crash_safely(tmp_path, params):
+    rec = recorder(tmp_path, params)
+    rec.label_click(1.0, FRAME, 0.1, 0.0)
+    rec.label_click(2.0, FRAME, 0.2, 0.0)
+    assert rec.undo() is not None and rec.counts["written"] == 1
+    samples, corrupt = read_dataset(tmp_path / "d")
+    assert [s.x for s in samples] == [0.1] and corrupt == 0
+    assert rec.undo() is not None and rec.undo() is None  # nothing of this session left
+    assert read_dataset(tmp_path / "d")[0] == []
