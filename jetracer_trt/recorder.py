@@ -49,6 +49,7 @@ class Recorder:
         self.recording = False
         self.counts = {"written": 0, "clicks": 0, "too_old": 0, "rate_limited": 0, "errors": 0, "undone": 0}
         self.last_error: str | None = None
+        self.last_image: str | None = None  # the image name of the last sample written
         self._commands: deque[Command] = deque(maxlen=history)
         self._stamps: deque[float] = deque(maxlen=history)
         self._last_recorded_s = float("-inf")
@@ -118,6 +119,7 @@ class Recorder:
             self._error(str(exc))
             return False
         self.last_error = None
+        self.last_image = name
         self.counts["written"] += 1
         if name:
             self._written.append(name)

@@ -1,0 +1,130 @@
+"""The data-collection node in this process: drive samples paired with commands, the pad's record toggle, the web
+page's backend (clicks, undo, joystick), bad parameters."""
+import json
+import os
+import socket
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ["ROS_DOMAIN_ID"] = str(100 + (os.getpid() + 53) % 100)
+
+import rclpy  # noqa: E402
+from geometry_msgs.msg import TwistStamped  # noqa: E402
+from rclpy.clock import Clock, ClockType  # noqa: E402
+from sensor_msgs.msg import Image, Joy  # noqa: E402
+
+from jetracer_trt.dataset import read_dataset  # noqa: E402
+from jetracer_trt.errors import JetracerError  # noqa: E402
+from jetracer_trt.nodes.data_collection_node import DataCollectionNode  # noqa: E402
+from jetracer_trt.nodes.image_msg import rgb_to_image  # noqa: E402
+
+FRAME = np.full((224, 224, 3), 120, np.uint8)
+
+
+@pytest.fixture
+def make_node():
+    made = []
+
+    def make(**params):
+        args = ["--ros-args"]
+        for key, value in params.items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            args += ["-p", f"{key}:={text}"]
+        rclpy.init(args=args)
+        node = DataCollectionNode()
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        node.shutdown()
+        node.destroy_node()
+    if rclpy.ok():
+        rclpy.shutdown()
+
+
+def now_stamp():
+    return Clock(clock_type=ClockType.SYSTEM_TIME).now().to_msg()
+
+
+def image():
+    msg = Image()
+    rgb_to_image(FRAME, msg)
+    msg.header.stamp = now_stamp()
+    return msg
+
+
+def cmd(steering, throttle):
+    msg = TwistStamped()
+    msg.twist.angular.z, msg.twist.linear.x = -steering, throttle
+    return msg
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_drive_sample_gets_the_command_in_effect_and_its_label(tmp_path, make_node):
+    node = make_node(out=str(tmp_path / "d"), record_at_start=True, web_port=0, max_rate_hz=0.0)
+    node.mode = "manual"
+    node.on_cmd(cmd(0.4, 0.2))
+    time.sleep(0.01)
+    node.on_image(image())
+    time.sleep(0.2)
+    node.on_image(image())  # 0.2 s after the last command: too old to pair
+    (sample,), _ = read_dataset(tmp_path / "d")
+    assert sample.meta["steering"] == pytest.approx(0.4) and sample.meta["source"] == "teleop"
+    assert sample.x == pytest.approx(0.4)  # car profile: gain 1, offset 0
+    assert len(sample.meta["calibration"]) == 12
+    assert node.recorder.counts["too_old"] == 1
+
+
+def test_the_pads_record_button_toggles_recording(tmp_path, make_node):
+    node = make_node(out=str(tmp_path / "d"), web_port=0)
+    assert not node.recorder.recording
+    node.on_joy(Joy(axes=[0.0, 0.0], buttons=[0, 0, 1, 0]))
+    assert node.recorder.recording
+    node.on_joy(Joy(axes=[0.0, 0.0], buttons=[0, 0, 1, 0]))  # still held: no second toggle
+    node.on_joy(Joy(axes=[0.0, 0.0], buttons=[0, 0, 0, 0]))
+    node.on_joy(Joy(axes=[0.0, 0.0], buttons=[0, 0, 1, 0]))
+    assert not node.recorder.recording
+
+
+def post(port, path, body):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+def test_the_web_page_labels_undoes_and_drives_through_the_node(tmp_path, make_node, monkeypatch):
+    port = free_port()
+    node = make_node(out=str(tmp_path / "d"), web_port=port)
+    sent = []
+    monkeypatch.setattr(node.web_joy_pub, "publish", sent.append)
+    shown = image()
+    node.on_image(shown)
+    time.sleep(0.2)  # the app takes the frame on its own thread
+    status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5).read())
+    assert status["recording"] is False
+    stamp_ns = shown.header.stamp.sec * 1_000_000_000 + shown.header.stamp.nanosec
+    labelled = post(port, "/api/label", {"stamp_ns": str(stamp_ns), "u": 168.0, "v": 56.0})
+    (sample,), _ = read_dataset(tmp_path / "d")
+    assert (sample.x, sample.y) == (0.5, -0.5) and sample.meta["source"] == "click"
+    assert sample.image_path.name in labelled["image"]
+    assert post(port, "/api/undo", {})["removed"] == labelled["image"] and read_dataset(tmp_path / "d")[0] == []
+    node.drive(0.3, 0.8, True, "client")
+    node.drive(0.3, 0.8, False, "client")
+    assert list(sent[0].axes) == pytest.approx([0.3, 0.8]) and list(sent[0].buttons) == [1, 0, 0, 0]
+    assert list(sent[1].axes) == [0.0, 0.0] and list(sent[1].buttons) == [0, 0, 0, 0]
+
+
+def test_without_a_dataset_folder_the_node_says_so(make_node):
+    with pytest.raises(JetracerError, match="out:=DIR"):
+        make_node(web_port=0)
