@@ -1,0 +1,202 @@
+"""The package the ROS 2 way, with the real tools: ``colcon build`` of the working tree, ``ros2 launch jetracer_trt
+drive.launch.py`` in the simulator, the running graph seen through ``ros2 node``, ``ros2 topic`` and ``ros2 param``,
+a launch_testing lap (test/launch_tests/drive_lap.test.py), and how one SIGINT stops it all, also from a script's
+background job. ros2_tools.py says how the tools are found; without them the module skips and says why.
+"""
+import os
+import re
+import shlex
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import ros2_tools
+
+from jetracer_trt.graph import DRIVE_ARGUMENTS
+
+try:
+    TOOLS, TOOLS_ERROR = ros2_tools.find_tools(), None
+except ros2_tools.ToolsError as exc:  # asked for and unusable: every test here fails with the reason
+    TOOLS, TOOLS_ERROR = None, str(exc)
+if TOOLS is None and TOOLS_ERROR is None:
+    pytest.skip(ros2_tools.NO_TOOLS, allow_module_level=True)
+
+LAUNCH = ["ros2", "launch", "jetracer_trt", "drive.launch.py"]
+NODES = ("sim", "inference", "control")
+EXECUTABLES = ("sim_node", "inference_node", "control_node")
+START_S = 60.0  # three Python processes importing rclpy, OpenCV and ONNX Runtime on two busy cores
+STOP_S = 15.0   # launch escalates SIGINT to SIGTERM after 5 s: a clean stop takes far less
+LAUNCH_TEST = ros2_tools.ROOT / "test" / "launch_tests" / "drive_lap.test.py"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    if TOOLS_ERROR:
+        pytest.fail(TOOLS_ERROR)
+    try:
+        ws = ros2_tools.build_workspace(TOOLS, tmp_path_factory.mktemp("colcon_ws"))
+    except ros2_tools.ToolsError as exc:
+        pytest.fail(str(exc))
+    yield ws
+    ws.run("ros2", "daemon", "stop")  # started by the CLI verbs below
+
+
+def wait_until_up(launched: ros2_tools.Started) -> None:
+    missing = launched.missing(ros2_tools.GRAPH_UP, START_S)
+    if missing:
+        pytest.fail(f"the graph did not come up (no {missing!r}):\n{launched.text()[-3000:]}")
+
+
+def assert_stopped_cleanly(launched: ros2_tools.Started, rc) -> None:
+    log = launched.text()
+    assert rc == 0, f"ros2 launch still running or failed (status {rc}):\n{log[-3000:]}"
+    left = launched.processes()
+    assert not left, f"processes left after ros2 launch ended: {left}"
+    for executable in EXECUTABLES:
+        assert re.search(rf"\[{executable}-\d+\]: process has finished cleanly", log), \
+            f"{executable} did not finish cleanly:\n{log[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def real_time_graph(workspace, tmp_path_factory):
+    """ros2 launch of the default (real-time) simulator graph typed in a terminal, and a /cmd listener started
+    before it."""
+    logs = tmp_path_factory.mktemp("real_time")
+    listener = ros2_tools.start_listener(workspace, logs / "cmd.txt")
+    assert listener.wait_for("listening", START_S), listener.text()
+    launched = ros2_tools.Started(LAUNCH, workspace.env, logs / "launch.log", cwd=workspace.root, terminal=True)
+    try:
+        wait_until_up(launched)
+        yield launched, logs / "cmd.txt"
+    finally:
+        if launched.proc.poll() is None:
+            launched.proc.send_signal(signal.SIGINT)
+            launched.wait(STOP_S)
+        launched.stop()
+        listener.proc.send_signal(signal.SIGINT)
+        listener.wait(10)
+        listener.stop()
+
+
+def test_colcon_build_installs_the_executables_and_the_launch_file(workspace):
+    executables = workspace.run("ros2", "pkg", "executables", "jetracer_trt").stdout.split()
+    assert {"sim_node", "inference_node", "control_node", "camera_node"} <= set(executables)
+    shown = workspace.run(*LAUNCH, "--show-args")
+    assert shown.returncode == 0, shown.stderr
+    for name in DRIVE_ARGUMENTS:
+        assert f"'{name}':" in shown.stdout
+
+
+def test_ros2_node_list_shows_the_graph(workspace, real_time_graph):
+    deadline = time.monotonic() + 20
+    while True:
+        nodes = workspace.run("ros2", "node", "list").stdout.split()
+        if {f"/{n}" for n in NODES} <= set(nodes) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert {f"/{n}" for n in NODES} <= set(nodes), nodes
+
+
+@pytest.mark.parametrize("topic", ["/camera/image_raw", "/cmd"])
+def test_ros2_topic_hz_sees_frames_and_commands_above_10_hz(workspace, real_time_graph, topic, tmp_path):
+    assert ros2_tools.topic_rate_hz(workspace, topic, tmp_path / "hz.log") > 10
+
+
+def test_ros2_param_set_changes_a_gain_at_runtime(workspace, real_time_graph):
+    changed = workspace.run("ros2", "param", "set", "/control", "steering_gain", "0.9")
+    assert "Set parameter successful" in changed.stdout, changed.stdout + changed.stderr
+    assert "value is: 0.9" in workspace.run("ros2", "param", "get", "/control", "steering_gain").stdout
+
+
+def test_ros2_param_set_refuses_an_out_of_range_gain_with_the_reason(workspace, real_time_graph):
+    before = workspace.run("ros2", "param", "get", "/control", "steering_gain").stdout
+    refused = workspace.run("ros2", "param", "set", "/control", "steering_gain", "9.0")
+    failed = re.search(r"Setting parameter failed: *(.*)", refused.stdout + refused.stderr)
+    assert failed and failed.group(1).strip(), refused.stdout + refused.stderr  # a reason, not just "failed"
+    assert workspace.run("ros2", "param", "get", "/control", "steering_gain").stdout == before
+
+
+def test_ctrl_c_stops_ros2_launch_and_every_node_cleanly_with_the_car_in_neutral(real_time_graph):
+    launched, commands = real_time_graph
+    deadline = time.monotonic() + 20
+    while not any(throttle > 0 for throttle, _ in ros2_tools.commands_heard(commands)):
+        assert time.monotonic() < deadline, "the car never drove"
+        time.sleep(0.2)
+    launched.ctrl_c()
+    rc = launched.wait(STOP_S)
+    time.sleep(1.0)  # the listener may still be reading the last command
+    assert_stopped_cleanly(launched, rc)
+    heard = ros2_tools.commands_heard(commands)
+    assert heard[-1][0] == 0.0, f"the last command had throttle {heard[-1][0]}: the car was not left in neutral"
+
+
+def test_launch_testing_drives_a_lockstep_lap_without_leaving_the_road(workspace):
+    result = workspace.run("launch_test", str(LAUNCH_TEST), timeout=240)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+
+
+def start_in_background_of_a_script(workspace, tmp_path, command: str) -> tuple[ros2_tools.Started, int]:
+    """``command &`` in a non-interactive bash (no job control): the job starts with SIGINT ignored."""
+    pid_file = tmp_path / "pid"
+    script = f'{command} & echo $! > {pid_file}; wait $!'
+    launched = ros2_tools.Started(["bash", "-c", script], workspace.env, tmp_path / "launch.log", cwd=workspace.root)
+    wait_until_up(launched)
+    return launched, int(pid_file.read_text())
+
+
+def test_ros2_launch_as_a_background_job_of_a_script_does_not_stop_on_sigint(workspace, tmp_path):
+    launched, launch_pid = start_in_background_of_a_script(workspace, tmp_path, " ".join(LAUNCH))
+    try:
+        os.kill(launch_pid, signal.SIGINT)
+        assert launched.wait(5.0) is None  # it inherited SIGINT as ignored: still driving
+        assert "user interrupted" not in launched.text()
+    finally:
+        launched.stop()
+
+
+def test_env_default_signal_int_lets_a_background_ros2_launch_stop_on_one_sigint(workspace, tmp_path):
+    launched, launch_pid = start_in_background_of_a_script(
+        workspace, tmp_path, "env --default-signal=INT " + " ".join(LAUNCH))
+    try:
+        os.kill(launch_pid, signal.SIGINT)
+        assert_stopped_cleanly(launched, launched.wait(STOP_S))  # bash's `wait` returns ros2 launch's status
+    finally:
+        launched.stop()
+
+
+def test_the_service_units_ros2_form_stops_cleanly_on_its_kill_signal(workspace, tmp_path):
+    """launch/jetracer-drive.service's ROS 2 ExecStart with this workspace and the simulator, started with SIGINT
+    ignored (as from a script) and sent SIGINT as systemd's KillSignal with KillMode=mixed does."""
+    text = ros2_tools.UNIT.read_text()
+    bash, dash_c, script = shlex.split(ros2_tools.unit_exec_starts(text)["ros2"])
+    distribution = "source /opt/ros/${ROS_DISTRO}/setup.bash"
+    assert distribution in script
+    env = {**ros2_tools.unit_environment(text), **workspace.env}  # a sourced ROS 2 keeps its own ROS_DISTRO
+    if not Path(f"/opt/ros/{env['ROS_DISTRO']}/setup.bash").is_file():  # the tools stand in for the distribution
+        script = script.replace(distribution, " && ".join(f"source {s}" for s in TOOLS.setup_scripts) or "true")
+    script = script.replace("/home/jetson/ros2_ws", str(workspace.root))
+    script = script.replace("source:=csi actuator:=pca9685", "source:=sim actuator:=sim")
+    launched = ros2_tools.Started([bash, dash_c, script], env, tmp_path / "launch.log", cwd=workspace.root,
+                                  preexec_fn=ros2_tools.ignore_sigint)
+    try:
+        wait_until_up(launched)
+        launched.proc.send_signal(signal.SIGINT)
+        assert_stopped_cleanly(launched, launched.wait(STOP_S))
+    finally:
+        launched.stop()
+
+
+def test_a_missing_model_ends_the_launch_with_one_line_naming_the_node_and_the_cause(workspace, tmp_path):
+    launched = ros2_tools.Started([*LAUNCH, "model:=/missing.onnx"], workspace.env, tmp_path / "launch.log",
+                                  cwd=workspace.root)
+    try:
+        rc = launched.wait(30.0)
+        log = launched.text()
+        assert rc is not None, f"the launch went on without its model:\n{log[-3000:]}"
+        assert not launched.processes()
+        errors = [line for line in log.splitlines() if "/missing.onnx" in line]
+        assert len(errors) == 1 and "inference" in errors[0] and "error" in errors[0].lower(), log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+    finally:
+        launched.stop()
