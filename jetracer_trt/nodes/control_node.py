@@ -17,6 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -265,6 +266,8 @@ class ControlNode(Node):
         self._cmd.twist.linear.x = 0.0
         self._cmd.twist.angular.z = 0.0
         self.cmd_pub.publish(self._cmd)
+        # the process ends right after: give reliable subscribers (the simulator, a logger) the time to receive it
+        self.cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
 
 
 main = main_for(ControlNode)
