@@ -4,8 +4,10 @@ against PyTorch eager FP32 measured in the same run. No ROS, and no torch unless
 For every batch size N, each configuration's (backend, precision) engine is built with ``max_batch=N`` (as it
 would be built to run batches of N) and, after ``warmup`` untimed calls, each call is timed on two paths:
 
-* ``model``: ``engine.run_model(N)`` on real frames already staged: the network alone, plus copying its outputs to
-  the host (the one synchronisation of a GPU backend). This is what the talk's Jetson tables measure.
+* ``model``: ``engine.run_model(N)`` on real frames already staged (uploaded and normalized, on a GPU): the
+  network alone, plus copying its outputs to the host (the one synchronisation of a GPU backend). Every backend
+  stages the same work before this step (``engines/base.py``), so the path times the same work on all of them; it
+  is what NVIDIA's published Jetson figures for torch2trt measure.
 * ``full``: ``engine.infer_batch(frames)``: uint8 frames in -> preprocessing -> network -> outputs on the host, what
   the car runs per frame. The frames are real: simulator frames or a dataset's (``verify.verification_frames``).
 
@@ -13,10 +15,10 @@ The engines of one batch size take turns, ``BLOCK`` calls per path each (``measu
 change of load then falls on every configuration alike, and the speedups stay fair.
 
 Statistics of a row: p50 and p99 of the per-call latency in ms (numpy's linear interpolation between the sorted
-calls), and FPS = N / mean call time: the talk's definition (iterations / total time), so slow calls count against
-throughput. ``speedup_vs_torch_fp32`` = a row's FPS / the FPS of PyTorch eager FP32 at the same batch and path (a
-ratio of mean latencies). The baseline runs where the comparison matters: on the CUDA GPU when this machine has one
-(``TorchEngine(device="cuda", precision="fp32", cuda_graphs=False)``), else on the CPU.
+calls), and FPS = N / mean call time: the published figures' definition (iterations / total time), so slow calls
+count against throughput. ``speedup_vs_torch_fp32`` = a row's FPS / the FPS of PyTorch eager FP32 at the same batch
+and path (a ratio of mean latencies). The baseline runs where the comparison matters: on the CUDA GPU when this
+machine has one (``TorchEngine(device="cuda", precision="fp32", cuda_graphs=False)``), else on the CPU.
 
 Accuracy: each configuration's outputs on all benchmark frames against the FP32 ONNX model on ONNX Runtime's CPU
 provider (``verify.reference_outputs``), judged by ``verify.compare`` with the tolerance of its precision.
@@ -62,7 +64,7 @@ AUTO_CONFIGS = {
              ("torch2trt", "fp32"), ("torch2trt", "fp16"), ("torch2trt", "int8")),
 }
 
-# The issue's bars: (threshold, goal) of each ratio.
+# The project's speed bars: (threshold, goal) of each ratio.
 CPU_ORT_VS_TORCH = (1.6, 2.5)      # ONNX Runtime FP32 / PyTorch eager FP32, CPU
 CPU_INT8_VS_FP32 = (2.5, None)     # ONNX Runtime INT8 / ONNX Runtime FP32, CPU, with mean |dx| <= 0.02
 CUDA_BEST_VS_TORCH = (3.0, 5.0)    # best backend at batch 1 / PyTorch eager FP32, CUDA
@@ -70,11 +72,11 @@ CUDA_P99_OVER_P50 = 1.25           # steadiness of the best backend at batch 1
 CUDA_FULL_OVER_MODEL = 1.3         # preprocessing and transfers must not eat the gain (p50 full / p50 model)
 INT8_MEAN_DX = TOLERANCES["int8"].mean_abs  # mean |dx| vs FP32, the project's INT8 tolerance (verify.py)
 
-# The talk's Jetson figures for ResNet18 (torch2trt, 224x224 input already on the GPU: model only). The batch table
-# of the transcript lost its row labels: each model has an FPS row then a latency row, and the labels are shifted;
-# the pairs were matched by FPS x latency ~= batch and by the precision table's FP16 column (Nano 91, Xavier 717).
-TALK_RESNET18: dict[str, Any] = {
-    "source": "the talk's Jetson tables, ResNet18 with torch2trt, model only (input already on the GPU)",
+# NVIDIA's published Jetson figures for ResNet18 with torch2trt (224x224 input already on the GPU: model only). In
+# the published batch table each model has an FPS row then a latency row, with the row labels shifted; the pairs
+# were matched by FPS x latency ~= batch and by the precision table's FP16 column (Nano 91, Xavier 717).
+JETSON_RESNET18: dict[str, Any] = {
+    "source": "NVIDIA's published Jetson figures, ResNet18 with torch2trt, model only (input already on the GPU)",
     "by_framework_fp32_batch1_fps": {"Jetson Nano": {"pytorch": 30.5, "tensorrt": 52.5},
                                      "Jetson AGX Xavier": {"pytorch": 164.0, "tensorrt": 339.0}},
     "by_precision_tensorrt_batch1_fps": {"Jetson Nano": {"fp32": 52.5, "fp16": 91.0},
@@ -368,7 +370,7 @@ class BenchmarkResult:
         """The ``--json`` object."""
         return {"rows": [r.as_dict() for r in self.rows], "device": self.device, "machine": self.machine,
                 "settings": self.settings, "configs": [c.as_dict() for c in self.configs],
-                "skipped": [s.as_dict() for s in self.skipped], "bars": self.bars, "reference": TALK_RESNET18}
+                "skipped": [s.as_dict() for s in self.skipped], "bars": self.bars, "reference": JETSON_RESNET18}
 
 
 def add_speedups(rows: Sequence[Row]) -> None:
@@ -395,8 +397,9 @@ def _ratio(result: BenchmarkResult, a: tuple[str, str], b: tuple[str, str], batc
 
 
 def evaluate_bars(result: BenchmarkResult, batch: int = 1) -> list[dict]:
-    """The issue's bars for the device class of ``result``, judged at ``batch`` on the full path (what the car runs
-    per frame); the model-only ratio is given beside each. ``passed`` is None when a row it needs was not measured."""
+    """The project's speed bars for the device class of ``result``, judged at ``batch`` on the full path (what the
+    car runs per frame); the model-only ratio is given beside each. ``passed`` is None when a row it needs was not
+    measured."""
     missing = f"not measured: a row it needs at batch {batch} is missing (not asked for, or see skipped)"
     if result.device == "cpu":
         return _cpu_bars(result, batch, missing)
@@ -630,7 +633,8 @@ def _measure_batch(configs: Sequence[BenchConfig], batch: int, device: str, thre
                                for path in PATHS)
             report.device = engine.device
             if report.accuracy is None and reference is not None:
-                report.accuracy = compare(reference, engine_outputs(engine, frames), config.precision).as_dict()
+                report.accuracy = compare(reference, engine_outputs(engine, frames), config.precision,
+                                          engine.contract.outputs).as_dict()
     finally:
         for engine in engines.values():
             engine.close()

@@ -1,24 +1,26 @@
 """Export a trained checkpoint to ONNX, verified against PyTorch; a model that fails verification is never written.
 
-Steps (``export_onnx``):
+``jetracer-trt export`` is one route of the conversion pipeline (``convert/pipeline.py``), which checks the
+request, computes the reference (PyTorch eager FP32 on the CPU), loads the result through the ONNX Runtime engine
+(batches of 8: the dynamic batch dimension is exercised), judges it by ``verify.compare`` at FP32 (every output,
+worst frame and mean) and writes it atomically only then; an existing file is replaced only with ``force``. The
+route's build (``OnnxExport``):
 
-1. Load the checkpoint with ``model.load_checkpoint`` (best.pt, last.pt or a bare ResNet18 state_dict), FP32, eval.
-2. Export with the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): input/output names from
-   config/model.yaml, a dynamic batch dimension, opset 17 by default. Why this exporter: the dynamo exporter needs
-   the ``onnxscript`` package, which the training environment does not have, while this one is part of torch; and
-   it can keep BatchNormalization as separate nodes (``do_constant_folding=False``), which step 3 relies on.
+1. Load the checkpoint with ``model.load_checkpoint`` (best.pt, last.pt or a bare ResNet18 state_dict), FP32, eval,
+   with its model contract.
+2. Export with the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): the contract's input size
+   and input/output names, a dynamic batch dimension, opset 17 by default. Why this exporter: the dynamo exporter
+   needs the ``onnxscript`` package, which the training environment does not have, while this one is part of torch;
+   and it can keep BatchNormalization as separate nodes (``do_constant_folding=False``), which step 3 relies on.
 3. Shrink the file losslessly: best.pt holds FP16-exact weights, so every FP32 initializer whose values survive a
    float16 round trip unchanged is stored as float16 followed by a ``Cast`` to float32. ONNX Runtime folds the Casts
    when it loads the model (and then fuses Conv+BatchNormalization itself), so inference still runs in FP32 at the
    speed of a plain FP32 export, from a file half the size. Had BatchNormalization been folded into the Conv weights
    at export, those would no longer be FP16-exact and the file would stay FP32-sized.
-4. Record where the model came from in ``metadata_props``, among it ``checkpoint_sha256``, the SHA-256 of the
-   checkpoint file: ``backend auto`` runs the ``.pt`` beside the ONNX (or a package compiled from it) on a GPU only
-   when it is that checkpoint.
-5. Verify: the same frames (``--frames DIR`` dataset images, else frames of the simulated track), preprocessed by
-   ``preprocess.Preprocessor``, go through PyTorch (FP32) and through ONNX Runtime (CPU) on the written temp file,
-   judged by ``verify.compare`` at FP32 (every output, worst frame and mean); if they disagree the temp file is
-   deleted and JetracerError names the error per output. Otherwise the temp file is renamed over OUT.
+4. Record in ``metadata_props`` the model contract (``model_contract``, read back by every engine that loads the
+   file) and where the model came from, among it ``checkpoint_sha256``, the SHA-256 of the checkpoint file:
+   ``backend auto`` runs the ``.pt`` beside the ONNX (or a package compiled from it) on a GPU only when it is that
+   checkpoint.
 
 torch and onnx are imported at module level: import this module only where exporting is wanted.
 """
@@ -29,9 +31,8 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -39,45 +40,31 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__
-from .config import load_config
+from .contract import CONTRACT_KEY, ModelContract
+from .convert.calibration import FrameSplit
+from .convert.pipeline import Build, ConvertRequest, ConvertResult, Route
 from .engines.artifacts import ONNX_CHECKPOINT_SHA256
 from .engines.sidecar import source_hash
 from .errors import JetracerError
-from .fileio import atomic_path
 from .model import load_checkpoint
-from .preprocess import Preprocessor
-from .verify import VERIFY_FRAMES, Comparison, compare, verification_frames
+from .verify import VERIFY_FRAMES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 FP16_SUFFIX = "__fp16"
-
-
-@dataclass
-class ExportResult:
-    """What was written and how well it matched PyTorch."""
-
-    path: Path
-    size_bytes: int
-    max_abs_diff: dict[str, float]  # per output name (x, y)
-    frames: int
-    comparison: Comparison  # ONNX Runtime against PyTorch, judged at FP32 (verify.py)
-    checkpoint_sha256: str  # recorded in the model's metadata_props
-    opset: int
-    fp16_initializers: int  # stored as float16 + Cast
-    fp32_initializers: int  # kept as float32 (values not FP16-exact)
+VERIFY_BATCH = 8  # the exported model is checked at batches of 8, which exercises its dynamic batch dimension
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Export and the lossless FP16 storage
 
 
-def export_model_proto(model: torch.nn.Module, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """The FP32 ONNX graph of ``model`` with config/model.yaml's names, a dynamic batch and BatchNorm kept unfused."""
-    cfg = load_config("model")
-    input_name, output_name = cfg["onnx_input_name"], cfg["onnx_output_name"]
-    dummy = torch.zeros(1, 3, int(cfg["input_height"]), int(cfg["input_width"]), dtype=torch.float32)
+def export_model_proto(model: torch.nn.Module, contract: ModelContract, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The FP32 ONNX graph of ``model`` with the contract's input size and names, a dynamic batch and BatchNorm kept
+    unfused."""
+    input_name, output_name = contract.input_name, contract.output_name
+    dummy = torch.zeros(1, 3, contract.input_height, contract.input_width, dtype=torch.float32)
     buffer = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -133,25 +120,18 @@ def store_fp16_initializers(proto: onnx.ModelProto) -> tuple[int, int]:
     return converted, kept
 
 
-def _add_metadata(proto: onnx.ModelProto, checkpoint: dict[str, Any], source: Path) -> None:
-    """Records where the model came from, readable with onnx or Netron (``metadata_props``)."""
-    cfg = load_config("model")
+def _add_metadata(proto: onnx.ModelProto, checkpoint: dict[str, Any], source: Path, source_sha256: str,
+                  contract: ModelContract) -> None:
+    """Records the model contract and where the model came from, readable with onnx or Netron
+    (``metadata_props``)."""
     proto.producer_name = "jetracer_trt"
     proto.producer_version = __version__
     proto.doc_string = (
-        f"Road-following {cfg['architecture']}: RGB frame -> ({', '.join(cfg['outputs'])}) in [-1, 1]. Input "
-        f"'{cfg['onnx_input_name']}' is (N, 3, {cfg['input_height']}, {cfg['input_width']}) float32 = "
-        f"(pixel / 255 - mean) / std with mean {cfg['mean']}, std {cfg['std']}."
+        f"{contract.task}: RGB frame -> ({', '.join(contract.outputs)}), {contract.output_meaning}. Input "
+        f"'{contract.input_name}' is (N, 3, {contract.input_height}, {contract.input_width}) float32 = "
+        f"(pixel / 255 - mean) / std with mean {list(contract.mean)}, std {list(contract.std)}."
     )
-    props = {
-        "architecture": str(cfg["architecture"]),
-        "input_size": f"{cfg['input_width']}x{cfg['input_height']}",
-        "mean": json.dumps(cfg["mean"]),
-        "std": json.dumps(cfg["std"]),
-        "outputs": json.dumps(cfg["outputs"]),
-        "checkpoint": source.name,
-        ONNX_CHECKPOINT_SHA256: source_hash(source),
-    }
+    props = {CONTRACT_KEY: contract.to_json(), "checkpoint": source.name, ONNX_CHECKPOINT_SHA256: source_sha256}
     for key in ("epoch", "global_step", "metrics", "created"):
         if checkpoint.get(key) is not None:
             props[f"checkpoint_{key}"] = json.dumps(checkpoint[key])
@@ -161,90 +141,56 @@ def _add_metadata(proto: onnx.ModelProto, checkpoint: dict[str, Any], source: Pa
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Verification
+# The export route
 
 
-def preprocess_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
-    """(N, 3, H, W) float32 batch, each frame through the runtime's own ``Preprocessor``."""
-    pre = Preprocessor()
-    return np.concatenate([pre(frame).copy() for frame in frames], axis=0)
+class OnnxExport(Route):
+    command = "export"
+    backend = "onnxruntime"
+    what = "the exported ONNX model on ONNX Runtime"
+    precisions = ("fp32",)
+    sources = (".pt", ".pth")
+    source_kind = "a PyTorch checkpoint (.pt, .pth: RUN/best.pt, RUN/last.pt or a ResNet18 state_dict)"
 
+    def __init__(self, opset: int = DEFAULT_OPSET) -> None:
+        self.opset = opset
 
-def torch_reference(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
-    """PyTorch FP32 outputs (N, outputs) for a preprocessed batch: what ONNX Runtime must reproduce."""
-    with torch.inference_mode():
-        return model.float().eval()(torch.from_numpy(batch)).numpy().astype(np.float32)
+    def check(self, request: ConvertRequest) -> None:
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or self.opset < 11:
+            raise JetracerError(f"--opset must be an integer >= 11, got {self.opset!r}")
 
-
-def onnxruntime_outputs(model_path: Path, batch: np.ndarray) -> np.ndarray:
-    """ONNX Runtime CPU outputs for the whole batch at once (which also exercises the dynamic batch dimension).
-
-    Goes through ``create_engine`` so the file also passes the runtime's own input/output checks.
-    """
-    from .engines import create_engine
-
-    engine = create_engine("onnxruntime", model_path, providers=["CPUExecutionProvider"])
-    try:
-        session = engine.session
-        return session.run(None, {session.get_inputs()[0].name: batch})[0]
-    finally:
-        engine.close()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The whole export
-
-
-def export_onnx(
-    checkpoint: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    frames_dir: str | os.PathLike | None = None,
-    opset: int = DEFAULT_OPSET,
-    num_frames: int = VERIFY_FRAMES,
-) -> ExportResult:
-    """Exports ``checkpoint`` to ``out`` only if ONNX Runtime agrees with PyTorch within the FP32 tolerance of
-    ``verify.TOLERANCES`` on every output; otherwise raises JetracerError and leaves ``out`` as it was."""
-    checkpoint, out = Path(checkpoint), Path(out)
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 11:
-        raise JetracerError(f"--opset must be an integer >= 11, got {opset!r}")
-    model, data = load_checkpoint(checkpoint)
-    if out.is_dir():
-        raise JetracerError(f"--out {out} is a folder; give the .onnx file name")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise JetracerError(f"cannot create the folder of {out}: {exc.strerror or exc}") from None
-    frames = verification_frames(frames_dir, num_frames)
-    batch = preprocess_frames(frames)
-    reference = torch_reference(model, batch)
-
-    proto = export_model_proto(model, opset)
-    fp16, fp32 = store_fp16_initializers(proto)
-    if fp32 > fp16:
-        log.warning(
-            "%d of %d weight tensors are not FP16-exact (an FP32 checkpoint such as last.pt?); they stay FP32 and the "
-            "file is about twice the size it would be from best.pt", fp32, fp16 + fp32,
-        )
-    _add_metadata(proto, data, checkpoint)
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
-        raise JetracerError(f"the exported ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
-
-    with atomic_path(out) as tmp:  # OUT appears only once verified
+    def build(self, request: ConvertRequest, contract: ModelContract, frames: FrameSplit, out: Path,
+              work: Path) -> Build:
+        model, data = load_checkpoint(request.source)
+        proto = export_model_proto(model, contract, self.opset)
+        fp16, fp32 = store_fp16_initializers(proto)
+        if fp32 > fp16:
+            log.warning("%d of %d weight tensors are not FP16-exact (an FP32 checkpoint such as last.pt?); they stay "
+                        "FP32 and the file is about twice the size it would be from best.pt", fp32, fp16 + fp32)
+        sha256 = source_hash(request.source)
+        _add_metadata(proto, data, request.source, sha256, contract)
         try:
-            onnx.save_model(proto, tmp)
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as exc:
+            raise JetracerError(f"the exported ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
+        try:
+            onnx.save_model(proto, str(out))
         except OSError as exc:
-            raise JetracerError(f"cannot write {tmp}: {exc.strerror or exc}") from None
-        comparison = compare(reference, onnxruntime_outputs(tmp, batch), "fp32")
-        if not comparison.ok:
-            raise JetracerError(f"ONNX Runtime disagrees with PyTorch: {comparison.report()}; {out} was not written")
-        size = tmp.stat().st_size
-    log.info("ONNX Runtime matches PyTorch: %s", comparison.report())
-    recorded = {p.key: p.value for p in proto.metadata_props}
-    return ExportResult(
-        path=out, size_bytes=size, max_abs_diff=comparison.max_abs, frames=len(frames), comparison=comparison,
-        checkpoint_sha256=recorded[ONNX_CHECKPOINT_SHA256], opset=opset, fp16_initializers=fp16,
-        fp32_initializers=fp32,
-    )
+            raise JetracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+        return Build(notes=[f"{out.stat().st_size / 1e6:.1f} MB, opset {self.opset}, {fp16} weight tensors stored as "
+                            f"FP16, {fp32} as FP32; made from {request.source.name}, SHA-256 {sha256}"])
+
+    def load_options(self, request: ConvertRequest) -> dict:
+        return {"providers": ["CPUExecutionProvider"]}
+
+
+def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                frames_dir: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
+                num_frames: int = VERIFY_FRAMES, force: bool = False) -> ConvertResult:
+    """Exports ``checkpoint`` to ``out`` (default: ``<checkpoint stem>.onnx`` beside it) only if ONNX Runtime agrees
+    with PyTorch within the FP32 tolerance of ``verify.TOLERANCES`` on every output; otherwise raises
+    JetracerError and leaves ``out`` as it was. An existing ``out`` is replaced only with ``force``."""
+    request = ConvertRequest(source=Path(checkpoint), precision="fp32", out=Path(out) if out is not None else None,
+                             calib_dir=Path(frames_dir) if frames_dir is not None else None,
+                             verify_frames=num_frames, max_batch=VERIFY_BATCH, force=force)
+    return OnnxExport(opset).convert(request)

@@ -1,8 +1,9 @@
 """The road-following network: torchvision ResNet18 with its 1000-class ``fc`` replaced by a 2-output head (x, y).
 
-Training, export and any PyTorch-side check build the network here, and checkpoints are written and read here, so a
-checkpoint always carries the contract of ``config/model.yaml`` (architecture, input size, mean/std, outputs) and a
-file that does not match it is refused with a clear message instead of failing deep inside PyTorch.
+Training, export and any PyTorch-side check build the network here, and checkpoints are written and read here. A
+checkpoint carries the model contract it was trained with (``contract.py``: task, input size, mean/std, resize,
+outputs) under ``model_contract``, and a file whose head does not fit its contract is refused with a clear message
+instead of failing deep inside PyTorch.
 
 Two checkpoint kinds share one format (a plain dict, loadable with ``torch.load(weights_only=True)``):
 
@@ -11,7 +12,9 @@ Two checkpoint kinds share one format (a plain dict, loadable with ``torch.load(
 * ``last.pt`` -- full FP32 training state for ``train --resume`` (optimizer, scheduler, scaler, RNG states, ...).
 
 A bare ``state_dict`` of a torchvision ResNet18 with a 2-output ``fc`` (what the original JetRacer notebooks saved)
-is accepted too.
+is accepted too, with the default contract (and a warning: the file does not say how it was trained). A checkpoint
+written before checkpoints carried ``model_contract`` has its input size, mean/std and outputs as top-level keys;
+they are read from there.
 
 torch is imported here at module level: import this module only where torch is needed (never from the driving
 runtime).
@@ -28,7 +31,7 @@ from typing import Any, Mapping
 import torch
 import torchvision
 
-from .config import load_config
+from .contract import CONTRACT_KEY, ModelContract, contract_from_record
 from .errors import JetracerError
 from .fileio import atomic_path
 
@@ -37,20 +40,9 @@ log = logging.getLogger(__name__)
 ARCHITECTURE = "resnet18"
 CHECKPOINT_FORMAT = "jetracer_trt.checkpoint"
 CHECKPOINT_VERSION = 1
+# the contract fields a checkpoint written before ``model_contract`` existed kept at its top level
+_LEGACY_CONTRACT_KEYS = ("input_width", "input_height", "mean", "std", "outputs")
 WEIGHT_CHOICES = ("imagenet", "none")
-
-
-def model_contract() -> dict[str, Any]:
-    """The parts of ``config/model.yaml`` a checkpoint must agree with, in the form stored in checkpoints."""
-    cfg = load_config("model")
-    return {
-        "architecture": str(cfg["architecture"]),
-        "input_width": int(cfg["input_width"]),
-        "input_height": int(cfg["input_height"]),
-        "mean": [float(v) for v in cfg["mean"]],
-        "std": [float(v) for v in cfg["std"]],
-        "outputs": [str(v) for v in cfg["outputs"]],
-    }
 
 
 def imagenet_weights_path() -> Path:
@@ -63,21 +55,15 @@ def imagenet_weights_path() -> Path:
 
 
 def build_model(weights: str = "none", num_outputs: int | None = None) -> torch.nn.Module:
-    """A ResNet18 whose ``fc`` gives ``num_outputs`` values (default: the outputs of config/model.yaml, i.e. 2).
+    """A ResNet18 whose ``fc`` gives ``num_outputs`` values (default: one per output of the default contract, 2).
 
     ``weights="imagenet"`` initialises the backbone from the locally cached ImageNet weights and raises
     JetracerError if the file is not there (callers that want a silent fallback check ``imagenet_weights_path()``
     first); ``"none"`` starts from torchvision's random initialisation (seed torch first for reproducibility).
     """
-    contract = model_contract()
-    if contract["architecture"] != ARCHITECTURE:
-        raise JetracerError(
-            f"config/model.yaml names architecture {contract['architecture']!r}, "
-            f"but this build only knows {ARCHITECTURE!r}"
-        )
     if weights not in WEIGHT_CHOICES:
         raise JetracerError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHT_CHOICES)}")
-    num_outputs = len(contract["outputs"]) if num_outputs is None else int(num_outputs)
+    num_outputs = len(ModelContract.default().outputs) if num_outputs is None else int(num_outputs)
     model = torchvision.models.resnet18(weights=None)
     if weights == "imagenet":
         path = imagenet_weights_path()
@@ -115,7 +101,7 @@ def half_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def make_checkpoint(model: torch.nn.Module, *, half: bool, **metadata: Any) -> dict[str, Any]:
+def make_checkpoint(model: torch.nn.Module, *, half: bool, contract: ModelContract, **metadata: Any) -> dict[str, Any]:
     """The checkpoint dict: format tag, the model contract, the weights (FP16 if ``half``) and ``metadata``.
 
     Metadata values must be plain Python (dict, list, str, numbers, None) or tensors so that the file loads with
@@ -126,7 +112,8 @@ def make_checkpoint(model: torch.nn.Module, *, half: bool, **metadata: Any) -> d
     checkpoint: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        **model_contract(),
+        "architecture": ARCHITECTURE,
+        CONTRACT_KEY: contract.as_dict(),
         "num_outputs": int(model.fc.out_features),
         "weights_dtype": "float16" if half else "float32",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -149,10 +136,9 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> P
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw checkpoint dict (weights on the CPU), validated against config/model.yaml; JetracerError if unusable.
-
-    A bare ResNet18 ``state_dict`` is wrapped into a checkpoint dict with the current contract.
-    """
+    """The raw checkpoint dict (weights on the CPU) with its ``model_contract`` always present (a bare state dict
+    gets the default contract, with a warning; an older checkpoint its top-level fields), checked to fit its
+    contract; JetracerError if unusable."""
     path = Path(path)
     if not path.is_file():
         raise JetracerError(f"checkpoint {path} not found" if not path.exists() else f"checkpoint {path} is not a file")
@@ -163,40 +149,34 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise JetracerError(f"{path} holds a {type(data).__name__}, not a jetracer_trt checkpoint")
     if "state_dict" not in data and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        log.info("%s is a bare state_dict; assuming a torchvision ResNet18 with the config/model.yaml contract", path)
-        data = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **model_contract(), "state_dict": data}
+        log.info("%s is a bare state_dict; assuming a torchvision ResNet18", path)
+        data = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "architecture": ARCHITECTURE,
+                "state_dict": data}
     if not isinstance(data.get("state_dict"), dict):
         raise JetracerError(f"{path} has no model weights (no 'state_dict'); is it a jetracer_trt checkpoint?")
-    _check_contract(path, data)
+    if CONTRACT_KEY in data:
+        contract = contract_from_record(data, path)
+    elif any(key in data for key in _LEGACY_CONTRACT_KEYS):
+        contract = ModelContract.default().replace(**{k: data[k] for k in _LEGACY_CONTRACT_KEYS if k in data})
+    else:
+        contract = contract_from_record(data, path)  # the default, with a warning
+    data[CONTRACT_KEY] = contract.as_dict()
+    _check_fit(path, data, contract)
     return data
 
 
-def _check_contract(path: Path, data: Mapping[str, Any]) -> None:
-    contract = model_contract()
+def _check_fit(path: Path, data: Mapping[str, Any], contract: ModelContract) -> None:
     arch = data.get("architecture", ARCHITECTURE)
     if arch != ARCHITECTURE:
         raise JetracerError(f"checkpoint {path} is a {arch!r} model; only {ARCHITECTURE!r} is supported")
-    state = data["state_dict"]
-    fc = state.get("fc.weight")
+    fc = data["state_dict"].get("fc.weight")
     if not isinstance(fc, torch.Tensor) or fc.ndim != 2:
         raise JetracerError(f"checkpoint {path} has no ResNet18 head (fc.weight); wrong architecture?")
-    want = len(contract["outputs"])
-    if fc.shape[0] != want:
+    if fc.shape[0] != len(contract.outputs):
         raise JetracerError(
-            f"checkpoint {path} has a head with {fc.shape[0]} outputs, but the road-following model needs {want} "
-            f"({', '.join(contract['outputs'])})"
+            f"checkpoint {path} has a head with {fc.shape[0]} outputs, but its {contract.task} contract names "
+            f"{len(contract.outputs)} ({', '.join(contract.outputs)})"
         )
-    for key in ("input_width", "input_height"):
-        if key in data and int(data[key]) != contract[key]:
-            raise JetracerError(
-                f"checkpoint {path} was trained with {key}={data[key]}, config/model.yaml says {contract[key]}"
-            )
-    for key in ("mean", "std"):
-        if key in data and [round(float(v), 6) for v in data[key]] != [round(v, 6) for v in contract[key]]:
-            raise JetracerError(
-                f"checkpoint {path} was trained with {key}={list(data[key])}, config/model.yaml says {contract[key]}; "
-                "the exported model would see wrongly normalised frames"
-            )
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -4,9 +4,12 @@ Pipeline, shaped for a GPU box with 100k+ images:
 
 * DataLoader workers only decode JPEGs (cv2, through ``dataset.load_image``) into uint8 HWC tensors: cheap to pickle
   between processes (a quarter of float32) and to copy to the GPU (pinned memory, ``non_blocking``).
+* The run's model contract (``contract.py``; a new run takes the default of ``config/model.yaml``, a resumed run
+  its own) sets the input size and normalization: workers resize frames of another size with ``preprocess.resize``,
+  as the runtime does, and ``preprocess.normalize_batch_torch`` applies the runtime's ``Preprocessor`` arithmetic.
+  Every checkpoint carries the contract, so the exported model is driven exactly as it was trained.
 * Everything else happens on the training device, per batch: the horizontal flip (which negates the label x),
-  photometric augmentation, then ``preprocess.normalize_batch_torch`` -- the one place frames become network input
-  on the training side, so training sees exactly the arithmetic the runtime's ``Preprocessor`` applies.
+  photometric augmentation, then the normalization.
 * CUDA: channels_last, autocast in bf16 where the GPU supports it, else fp16 with a GradScaler. CPU: plain FP32.
 * AdamW with a linear warm-up and a cosine decay, MSE loss on (x, y).
 
@@ -39,11 +42,12 @@ import torch
 import torch.nn.functional as F
 
 from .config import load_config
+from .contract import ModelContract, contract_from_record
 from .dataset import Sample, load_image, read_dataset
 from .errors import JetracerError
 from .fileio import atomic_write_bytes
-from .model import build_model, imagenet_weights_path, make_checkpoint, model_contract, read_checkpoint, save_checkpoint
-from .preprocess import normalize_batch_torch
+from .model import build_model, imagenet_weights_path, make_checkpoint, read_checkpoint, save_checkpoint
+from .preprocess import normalize_batch_torch, resize
 
 log = logging.getLogger(__name__)
 
@@ -224,16 +228,17 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> 
 
 
 class FrameDataset(torch.utils.data.Dataset):
-    """Decodes one sample per call into (uint8 (H, W, 3) tensor, float32 (2,) label tensor); runs in the workers.
+    """Decodes one sample per call into (uint8 (H, W, 3) tensor at the contract's input size, float32 (2,) label
+    tensor); runs in the workers.
 
     Paths and labels live in numpy arrays rather than lists of objects: forked workers then share them without
     copy-on-write page duplication (touching a Python object writes its reference count).
     """
 
-    def __init__(self, samples: Sequence[Sample], width: int, height: int):
+    def __init__(self, samples: Sequence[Sample], contract: ModelContract):
         self.paths = np.array([str(s.image_path) for s in samples])
         self.labels = np.array([[s.x, s.y] for s in samples], dtype=np.float32).reshape(-1, 2)
-        self.width, self.height = int(width), int(height)
+        self.size, self.resize_policy = contract.input_size, contract.resize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -246,9 +251,7 @@ class FrameDataset(torch.utils.data.Dataset):
             except JetracerError as exc:
                 log.warning("%s; using the next sample in its place", exc)
                 continue
-            if frame.shape[0] != self.height or frame.shape[1] != self.width:
-                # same interpolation as preprocess.Preprocessor, so training and runtime see the same pixels
-                frame = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA)
+            frame = resize(frame, self.size, self.resize_policy)  # as the runtime resizes: the same pixels
             return torch.from_numpy(np.ascontiguousarray(frame)), torch.from_numpy(self.labels[j].copy())
         raise JetracerError(
             f"{MAX_SUBSTITUTES} images in a row from {self.paths[index]} cannot be decoded; "
@@ -387,12 +390,13 @@ def augment_batch(
 
 def prepare_batch(
     images: torch.Tensor, targets: torch.Tensor, aug: Mapping[str, Any] | None, generator: torch.Generator | None,
-    channels_last: bool,
+    channels_last: bool, contract: ModelContract,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 NHWC batch on the device -> (normalised float32 NCHW network input, targets), augmented if ``aug``."""
+    """uint8 NHWC batch on the device -> (float32 NCHW network input normalised for ``contract``, targets),
+    augmented if ``aug``."""
     if aug:
         images, targets = augment_batch(images, targets, aug, generator)
-    inputs = normalize_batch_torch(images)
+    inputs = normalize_batch_torch(images, contract)
     if channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     else:
@@ -436,7 +440,7 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
-    channels_last: bool,
+    channels_last: bool, contract: ModelContract,
 ) -> dict[str, float]:
     """{"val_loss": MSE over (x, y), "val_mae_x": mean |dx|, "val_mae_y": mean |dy|} on un-augmented frames."""
     model.eval()
@@ -446,7 +450,7 @@ def evaluate(
     for images, targets in loader:
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        inputs, targets = prepare_batch(images, targets, None, None, channels_last)
+        inputs, targets = prepare_batch(images, targets, None, None, channels_last, contract)
         with _autocast(device, amp_dtype):
             pred = model(inputs)
         err = pred.float() - targets
@@ -456,7 +460,7 @@ def evaluate(
     if count == 0:
         return {}
     sq, ab = (sq / count).tolist(), (ab / count).tolist()
-    names = model_contract()["outputs"]
+    names = contract.outputs
     metrics = {"val_loss": sum(sq) / len(sq)}
     metrics.update({f"val_mae_{name}": ab[i] for i, name in enumerate(names)})
     return metrics
@@ -518,8 +522,8 @@ def write_loss_plot(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     ax_loss.set(xlabel="epoch", ylabel="MSE loss", title="loss", yscale="log")
     ax_loss.legend()
     ax_loss.grid(True, alpha=0.3)
-    for name in model_contract()["outputs"]:
-        key = f"val_mae_{name}"
+    for key in dict.fromkeys(k for row in history for k in row if k.startswith("val_mae_")):
+        name = key[len("val_mae_"):]
         if any(row.get(key) is not None for row in history):
             ax_mae.plot(epochs, [row.get(key, math.nan) for row in history], "o-", label=f"mean |d{name}|")
     ax_mae.set(xlabel="epoch", ylabel="mean absolute error", title="validation error")
@@ -583,6 +587,7 @@ def train(
     device: str = "auto",
     max_steps: int | None = None,
     progress: bool | None = None,
+    contract: ModelContract | None = None,
 ) -> TrainResult:
     """Trains (or, with ``resume``, continues) a run in ``out_dir``; returns where the results are.
 
@@ -590,7 +595,9 @@ def train(
     weights, augment); None values are ignored. On ``resume`` the settings stored in RUN/last.pt are kept, except
     ``epochs`` and ``workers``; ``data_dirs`` defaults to the run's own. ``max_steps`` stops after that many optimizer
     steps in total (counting those before a resume): the epoch then ends early, is validated and saved, and is
-    marked ``partial`` in metrics.jsonl. ``progress``: tqdm bar (None: only on a terminal).
+    marked ``partial`` in metrics.jsonl. ``progress``: tqdm bar (None: only on a terminal). ``contract``: the model
+    contract of a new run (input size, normalization, outputs; default: config/model.yaml's); a resumed run keeps
+    its own.
     """
     from tqdm import tqdm
 
@@ -614,8 +621,13 @@ def train(
         settings = resolve_settings({k: v for k, v in (overrides or {}).items() if k in RESUMABLE_OVERRIDES}, base=base)
         if not data_dirs:
             data_dirs = list(state.get("data_dirs") or [])
+        saved_contract = contract_from_record(state, paths[LAST_NAME])
+        if contract is not None and contract != saved_contract:
+            log.warning("--resume keeps the run's own model contract (%s)", saved_contract.summary())
+        contract = saved_contract
     else:
         settings = resolve_settings(overrides)
+        contract = contract or ModelContract.default()
         if paths[LAST_NAME].exists():
             log.warning("%s already holds a run; starting over (pass --resume to continue it)", run_dir)
     data_dirs = [str(Path(d).absolute()) for d in (data_dirs or [])]
@@ -644,7 +656,7 @@ def train(
         )
         weights = "none"
     weights_init = state.get("weights_init", "none") if state is not None else weights
-    model = build_model(weights="none" if state is not None else weights)
+    model = build_model(weights="none" if state is not None else weights, num_outputs=len(contract.outputs))
     if state is not None:
         model.load_state_dict(state["state_dict"])
 
@@ -656,9 +668,8 @@ def train(
     model = model.to(dev, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    contract = model_contract()
-    train_set = FrameDataset([samples[i] for i in split.train], contract["input_width"], contract["input_height"])
-    val_set = FrameDataset([samples[i] for i in split.val], contract["input_width"], contract["input_height"])
+    train_set = FrameDataset([samples[i] for i in split.train], contract)
+    val_set = FrameDataset([samples[i] for i in split.val], contract)
     sampler = EpochShuffleSampler(len(train_set), settings["seed"])
     batch_size, workers = settings["batch_size"], settings["workers"]
     if workers > (os.cpu_count() or 1):
@@ -697,8 +708,10 @@ def train(
         f" with {amp_dtype} autocast" if amp_dtype else " in FP32", settings["epochs"], steps_per_epoch, batch_size,
         settings["lr"], f"at most {max_steps} steps" if max_steps else "no step limit",
     )
+    log.info("model contract: %s", contract.summary())
 
     common_meta = {
+        "contract": contract,
         "train_config": settings,
         "data_dirs": data_dirs,
         "split": split.summary(),
@@ -720,7 +733,7 @@ def train(
             for images, targets in train_loader:
                 images = images.to(dev, non_blocking=True)
                 targets = targets.to(dev, non_blocking=True)
-                inputs, targets = prepare_batch(images, targets, aug, aug_generator, cuda)
+                inputs, targets = prepare_batch(images, targets, aug, aug_generator, cuda, contract)
                 with _autocast(dev, amp_dtype):
                     pred = model(inputs)
                 loss = F.mse_loss(pred.float(), targets)
@@ -743,7 +756,7 @@ def train(
             if not math.isfinite(train_loss):
                 kept = f"; the last good state is in {paths[LAST_NAME]}" if paths[LAST_NAME].exists() else ""
                 raise JetracerError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); lower --lr{kept}")
-            val_metrics = evaluate(model, val_loader, dev, amp_dtype, cuda) if val_loader is not None else {}
+            val_metrics = evaluate(model, val_loader, dev, amp_dtype, cuda, contract) if val_loader is not None else {}
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "global_step": global_step,

@@ -1,10 +1,10 @@
 """Checking a converted model against its source: real frames in, per-output errors out, one tolerance per precision.
 
-Export (checkpoint -> ONNX), every ``jetracer-trt convert`` backend and the parity tests use this module, so "agrees
-with the source" means the same thing everywhere:
+The conversion pipeline (``convert/pipeline.py``: every ``jetracer-trt convert`` route and ``jetracer-trt export``),
+the benchmark and the parity tests use this module, so "agrees with the source" means the same thing everywhere:
 
 * frames: ``verification_frames`` -- images spread over a dataset (or a plain image folder), else simulator frames
-  of a plain and a randomized track;
+  of a plain and a randomized track; each model resizes them by its own contract;
 * reference: the FP32 source model on those frames (ONNX Runtime on CPU for an ``.onnx`` source, PyTorch eager FP32
   for a checkpoint);
 * ``compare``: the worst frame's and the mean |difference| of every output (x and y, each column of the
@@ -23,7 +23,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .config import load_config
 from .errors import JetracerError
 
 log = logging.getLogger(__name__)
@@ -59,9 +58,9 @@ TOLERANCES = {
 
 
 def verification_frames(frames_dir: str | os.PathLike | None, count: int = VERIFY_FRAMES) -> np.ndarray:
-    """``count`` RGB uint8 frames as one (N, H, W, 3) array: spread over a dataset (or a folder of images), else
-    from the simulator. JetracerError when fewer than ``MIN_FRAMES`` usable frames can be found: verifying on a
-    handful of frames would prove little."""
+    """``count`` RGB uint8 frames as one (N, H, W, 3) array: spread over a dataset (or a folder of images: those
+    of another size than the first are resized to it), else from the simulator. JetracerError when fewer than
+    ``MIN_FRAMES`` usable frames can be found: verifying on a handful of frames would prove little."""
     if frames_dir is None:
         frames = _simulator_frames(count)
         source = "the simulator"
@@ -82,12 +81,9 @@ def _simulator_frames(count: int) -> list[np.ndarray]:
 
 
 def _folder_frames(root: Path, count: int) -> list[np.ndarray]:
-    import cv2
-
     from .dataset import load_image, read_dataset
+    from .preprocess import resize
 
-    cfg = load_config("model")
-    size = (int(cfg["input_width"]), int(cfg["input_height"]))
     try:
         paths = [s.image_path for s in read_dataset(root)[0]]
     except JetracerError:
@@ -104,9 +100,7 @@ def _folder_frames(root: Path, count: int) -> list[np.ndarray]:
         except JetracerError as exc:
             log.warning("%s; skipped for verification", exc)
             continue
-        if frame.shape[:2] != size[::-1]:  # the runtime resizes the same way (preprocess.Preprocessor)
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        frames.append(frame)
+        frames.append(resize(frame, (frames[0].shape[1], frames[0].shape[0])) if frames else frame)
     return frames
 
 
@@ -159,16 +153,17 @@ class Comparison:
                 "failures": self.failures}
 
 
-def output_names(columns: int) -> list[str]:
-    """The names of ``columns`` output columns: config/model.yaml's ``outputs`` (x, y), then ``out<i>`` for any
-    column beyond them, so that every column is judged and named."""
-    names = [str(n) for n in load_config("model")["outputs"]][:columns]
+def output_names(columns: int, names: Sequence[str] = ()) -> list[str]:
+    """The names of ``columns`` output columns: ``names`` (a model contract's ``outputs``: x, y), then ``out<i>``
+    for any column beyond them, so that every column is judged and named."""
+    names = [str(n) for n in names][:columns]
     return names + [f"out{i}" for i in range(len(names), columns)]
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, precision: str) -> Comparison:
+def compare(reference: np.ndarray, candidate: np.ndarray, precision: str, names: Sequence[str] = ()) -> Comparison:
     """Per-output worst-frame and mean |candidate - reference| (NaN or inf count as infinitely wrong), each judged
-    by the bounds of ``precision`` in ``TOLERANCES``: every output, both statistics."""
+    by the bounds of ``precision`` in ``TOLERANCES``: every output, both statistics. ``names``: the outputs'
+    names (the model contract's ``outputs``)."""
     if precision not in TOLERANCES:
         raise JetracerError(f"unknown precision {precision!r}; choose one of {', '.join(TOLERANCES)}")
     reference, candidate = np.asarray(reference), np.asarray(candidate)
@@ -178,7 +173,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, precision: str) -> Com
         raise JetracerError("there are no outputs to compare")
     diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64)).reshape(len(reference), -1)
     diff[~np.isfinite(diff)] = np.inf
-    names = output_names(diff.shape[1])
+    names = output_names(diff.shape[1], names)
     max_abs = {name: float(diff[:, i].max()) for i, name in enumerate(names)}
     mean_abs = {name: float(diff[:, i].mean()) for i, name in enumerate(names)}
     worst = {name: int(diff[:, i].argmax()) for i, name in enumerate(names)}

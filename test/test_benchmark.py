@@ -224,7 +224,7 @@ def test_missing_files_and_refused_engines_are_skipped_rows_with_reasons(tmp_pat
     assert [b["passed"] for b in result.bars] == [None, None]  # rows the CPU bars need are missing
 
 
-def test_json_has_the_issue_shape_and_rows_for_each_batch_and_path(cli_json):
+def test_json_is_one_object_with_rows_for_each_batch_and_path(cli_json):
     assert set(cli_json) >= {"rows", "device", "machine", "bars", "skipped"}
     rows = cli_json["rows"]
     assert rows and all(set(r) == ROW_KEYS for r in rows)
@@ -312,7 +312,7 @@ def test_cuda_bars_take_the_best_backend_at_batch_one():
     assert [b["passed"] for b in baseline_only] == [None, None, None]  # nothing to judge is not a pass
 
 
-def test_the_table_has_both_paths_the_talks_figures_and_the_bars():
+def test_the_table_has_both_paths_the_published_jetson_figures_and_the_bars():
     result = _result("cpu", {("torch", "fp32", "model"): 10.0, ("torch", "fp32", "full"): 9.0,
                              ("onnxruntime", "fp32", "model"): 30.0, ("onnxruntime", "fp32", "full"): 25.0})
     result.skipped.append(bench.Skipped("onnxruntime", "int8", "model file x not found"))

@@ -1,16 +1,23 @@
+import logging
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from jetracer_trt.config import default_model_path, load_config
+from jetracer_trt.config import default_model_path
+from jetracer_trt.contract import CONTRACT_KEY, ModelContract
 from jetracer_trt.engines import create_engine
 from jetracer_trt.errors import JetracerError
 from jetracer_trt.preprocess import Preprocessor
 
+DEFAULT = ModelContract.default()
 
-def tiny_model(path, hw=(224, 224), outputs=2):
-    """image [N,3,H,W] -> mean over pixels -> first `outputs` channels (a model with a chosen I/O contract)."""
+
+def tiny_model(path, hw=None, outputs=2, contract=None):
+    """image [N,3,H,W] -> mean over pixels -> first `outputs` channels (a model with a chosen I/O shape); its file
+    carries ``contract`` when given (its input size then sets H, W), else no contract (H, W default 224)."""
+    hw = hw or ((contract.input_height, contract.input_width) if contract else (224, 224))
     nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["flat"]),
              helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["target"])]
@@ -21,17 +28,18 @@ def tiny_model(path, hw=(224, 224), outputs=2):
         [helper.make_tensor_value_info("target", TensorProto.FLOAT, ["N", outputs])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    if contract is not None:
+        model.metadata_props.add(key=CONTRACT_KEY, value=contract.to_json())
     onnx.save(model, path)
     return path
 
 
 def test_preprocessor_matches_the_formula_and_reuses_its_buffer():
-    cfg = load_config("model")
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    pre = Preprocessor()
+    pre = Preprocessor(DEFAULT)
     out = pre(frame)
-    expected = ((frame / 255.0 - cfg["mean"]) / cfg["std"]).transpose(2, 0, 1)[None].astype(np.float32)
+    expected = ((frame / 255.0 - np.array(DEFAULT.mean)) / np.array(DEFAULT.std)).transpose(2, 0, 1)[None]
     np.testing.assert_allclose(out, expected, atol=1e-5)
     assert np.shares_memory(pre(frame), pre.output) and np.shares_memory(out, pre.output)  # no per-frame allocation
     small = pre(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))  # other sizes are resized
@@ -42,7 +50,7 @@ def test_preprocessor_matches_the_formula_and_reuses_its_buffer():
                                  np.zeros((0, 224, 3), np.uint8), "not an image"])
 def test_preprocessor_rejects_malformed_frames(bad):
     with pytest.raises(JetracerError):
-        Preprocessor()(bad)
+        Preprocessor(DEFAULT)(bad)
 
 
 def test_onnxruntime_engine_runs_the_shipped_model():
@@ -54,15 +62,40 @@ def test_onnxruntime_engine_runs_the_shipped_model():
 
 
 def test_engine_output_is_the_model_applied_to_the_shared_preprocessing(tmp_path):
-    engine = create_engine("onnxruntime", tiny_model(tmp_path / "tiny.onnx"))
+    engine = create_engine("onnxruntime", tiny_model(tmp_path / "tiny.onnx", contract=DEFAULT))
     frame = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    expected = Preprocessor()(frame)[0].mean(axis=(1, 2))[:2]
+    expected = Preprocessor(DEFAULT)(frame)[0].mean(axis=(1, 2))[:2]
     np.testing.assert_allclose(engine.infer(frame), expected, atol=1e-5)
+
+
+def test_the_engine_runs_the_model_by_the_contract_its_file_carries(tmp_path):
+    contract = DEFAULT.replace(input_width=160, input_height=120, mean=[0.3, 0.4, 0.5], std=[0.1, 0.2, 0.3])
+    engine = create_engine("onnxruntime", tiny_model(tmp_path / "small.onnx", contract=contract))
+    assert engine.contract == contract and (engine.height, engine.width) == (120, 160)
+    frame = np.random.default_rng(4).integers(0, 256, (224, 224, 3), dtype=np.uint8)  # a simulator-sized frame
+    out = engine.infer(frame)
+    staged = engine.staged_input(1)
+    np.testing.assert_array_equal(staged, Preprocessor(contract)(frame))  # resized and normalized by the contract
+    np.testing.assert_allclose(out, staged[0].mean(axis=(1, 2))[:2], atol=1e-5)
+
+
+def test_a_model_without_a_contract_runs_with_the_default_and_a_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="jetracer_trt"):
+        engine = create_engine("onnxruntime", tiny_model(tmp_path / "foreign.onnx"))
+    assert engine.contract == DEFAULT and "foreign.onnx carries no model contract" in caplog.text
+
+
+def test_a_model_of_another_task_is_refused_when_a_task_is_asked_for(tmp_path):
+    pose = DEFAULT.replace(task="pose", output_meaning="a keypoint")
+    path = tiny_model(tmp_path / "pose.onnx", contract=pose)
+    assert create_engine("onnxruntime", path).contract.task == "pose"  # tools that take any task still load it
+    with pytest.raises(JetracerError, match="pose.onnx is a pose model, and a road_following model is needed"):
+        create_engine("auto", path, task="road_following")
 
 
 def test_wrong_input_or_output_shape_is_a_clear_error(tmp_path):
     with pytest.raises(JetracerError, match=r"expected one input of shape \[N, 3, 224, 224\]"):
-        create_engine("onnxruntime", tiny_model(tmp_path / "in.onnx", hw=(64, 64)))
+        create_engine("onnxruntime", tiny_model(tmp_path / "in.onnx", hw=(64, 64), contract=DEFAULT))
     with pytest.raises(JetracerError, match=r"expected one output of shape \[N, 2\]"):
         create_engine("onnxruntime", tiny_model(tmp_path / "out.onnx", outputs=3))
 

@@ -1,7 +1,8 @@
-"""ONNX export: verified against PyTorch, FP16-stored weights, names and dynamic batch, and refusals that write nothing.
+"""ONNX export: verified against PyTorch, FP16-stored weights, names and dynamic batch, the model contract carried
+from the checkpoint to the ONNX file and driven by, and refusals that write nothing.
 
 Uses a freshly initialised ResNet18 saved like train's best.pt and a tiny dataset for --frames, so nothing here
-depends on the simulator or on trained weights.
+depends on trained weights.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ onnx = pytest.importorskip("onnx")
 
 from jetracer_trt import export as export_mod  # noqa: E402
 from jetracer_trt.cli import export as export_cli  # noqa: E402
+from jetracer_trt.contract import ModelContract  # noqa: E402
+from jetracer_trt.convert import pipeline  # noqa: E402
 from jetracer_trt.dataset import DatasetWriter  # noqa: E402
 from jetracer_trt.engines import create_engine  # noqa: E402
 from jetracer_trt.errors import JetracerError  # noqa: E402
@@ -50,10 +53,14 @@ def frames_dir(tmp_path_factory) -> Path:
     return root
 
 
-def _checkpoint(path: Path, *, outputs: int = 2, half: bool = True, seed: int = 0, **meta) -> Path:
+DEFAULT = ModelContract.default()
+
+
+def _checkpoint(path: Path, *, outputs: int = 2, half: bool = True, seed: int = 0, contract=DEFAULT, **meta) -> Path:
     torch.manual_seed(seed)
     model = build_model(weights="none", num_outputs=outputs)
-    save_checkpoint(make_checkpoint(model, half=half, kind="best" if half else "last", epoch=1, **meta), path)
+    save_checkpoint(make_checkpoint(model, half=half, contract=contract, kind="best" if half else "last", epoch=1,
+                                    **meta), path)
     return path
 
 
@@ -92,13 +99,12 @@ def test_exported_model_matches_torch_with_batch_8(exported, best_pt, frames_dir
 
     model, _ = load_checkpoint(best_pt)
     frames = [load_image(s.image_path) for s in read_dataset(frames_dir)[0][:8]]
-    pre = Preprocessor()
-    batch = np.concatenate([pre(f).copy() for f in frames])
+    batch = Preprocessor(DEFAULT).batch(frames)
     with torch.inference_mode():
         reference = model(torch.from_numpy(batch)).numpy()
 
     engine = create_engine("onnxruntime", exported, providers=["CPUExecutionProvider"])
-    got = engine.session.run(None, {"image": batch})[0]
+    got = engine.session.run(None, {"image": batch})[0]  # the dynamic batch, straight through ONNX Runtime
     assert got.shape == (8, 2)
     assert np.abs(got - reference).max() <= 1e-4
     single = engine.infer(frames[3])  # the runtime's per-frame path
@@ -123,7 +129,7 @@ def test_corrupt_checkpoint_writes_nothing(tmp_path, best_pt, frames_dir):
 def test_wrong_head_or_architecture_is_refused(tmp_path, frames_dir):
     out = tmp_path / "m.onnx"
     three = _checkpoint(tmp_path / "three.pt", outputs=3)
-    with pytest.raises(JetracerError, match="head with 3 outputs.*needs 2"):
+    with pytest.raises(JetracerError, match="head with 3 outputs, but its road_following contract names 2"):
         export_mod.export_onnx(three, out, frames_dir=frames_dir)
     other = tmp_path / "other.pt"
     checkpoint = torch.load(_checkpoint(tmp_path / "tmp.pt"), weights_only=True)
@@ -134,21 +140,27 @@ def test_wrong_head_or_architecture_is_refused(tmp_path, frames_dir):
     assert not out.exists()
 
 
+def perturbed_reference(monkeypatch, column: int, offset: float) -> None:
+    """The reference (PyTorch FP32) of every export off by ``offset`` on output ``column``."""
+    real_reference = pipeline.reference_outputs
+
+    def perturbed(source, frames):
+        result = real_reference(source, frames)
+        result[:, column] += offset
+        return result
+
+    monkeypatch.setattr(pipeline, "reference_outputs", perturbed)
+
+
 def test_failed_verification_writes_nothing_and_names_the_output(tmp_path, best_pt, frames_dir, monkeypatch):
     out = tmp_path / "m.onnx"
     out.write_bytes(b"previous model")
-    real_reference = export_mod.torch_reference
-
-    def perturbed(model, batch):
-        result = real_reference(model, batch)
-        result[:, 0] += 1e-3  # x off by 10x the tolerance, y untouched
-        return result
-
-    monkeypatch.setattr(export_mod, "torch_reference", perturbed)
+    perturbed_reference(monkeypatch, 0, 1e-3)  # x off by 10x the tolerance, y untouched
     with pytest.raises(JetracerError) as info:
-        export_mod.export_onnx(best_pt, out, frames_dir=frames_dir)
+        export_mod.export_onnx(best_pt, out, frames_dir=frames_dir, force=True)
     message = str(info.value)
-    assert "ONNX Runtime disagrees with PyTorch: x max 1.00e-03" in message and "not written" in message
+    assert "ONNX Runtime (fp32) disagrees with the source model: x max 1.00e-03" in message
+    assert "not written" in message
     y_error = float(message.split(", y max ")[1].split()[0])
     assert y_error <= 1e-4 and "y max" not in message.split("FAIL")[1]  # only x is named as failing
     assert out.read_bytes() == b"previous model"  # the old file is untouched
@@ -157,26 +169,62 @@ def test_failed_verification_writes_nothing_and_names_the_output(tmp_path, best_
 
 def test_a_steady_error_within_the_worst_frame_bound_is_refused_on_the_mean(tmp_path, best_pt, frames_dir,
                                                                            monkeypatch):
-    real_reference = export_mod.torch_reference
-
-    def biased(model, batch):
-        result = real_reference(model, batch)
-        result[:, 1] += 6e-5  # every frame's y a little off: under the FP32 worst-frame bound, over its mean bound
-        return result
-
-    monkeypatch.setattr(export_mod, "torch_reference", biased)
+    perturbed_reference(monkeypatch, 1, 6e-5)  # every frame's y: under the FP32 worst-frame bound, over the mean's
     with pytest.raises(JetracerError, match=r"FAIL: y mean [56]\.\d+e-05 > 2e-05"):
         export_mod.export_onnx(best_pt, tmp_path / "m.onnx", frames_dir=frames_dir)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_onnx_model_records_the_checkpoint_it_was_exported_from(exported, best_pt):
+def test_the_onnx_model_records_the_checkpoint_it_was_exported_from_and_its_contract(exported, best_pt):
+    from jetracer_trt.contract import read_contract
     from jetracer_trt.engines.artifacts import onnx_metadata
     from jetracer_trt.engines.sidecar import source_hash
 
     meta = onnx_metadata(exported)
     assert meta["checkpoint"] == best_pt.name and meta["checkpoint_sha256"] == source_hash(best_pt)
     assert {p.key: p.value for p in onnx.load(str(exported)).metadata_props} == meta
+    assert read_contract(exported) == read_contract(best_pt) == DEFAULT
+
+
+def test_an_existing_output_is_kept_without_force(tmp_path, best_pt):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"mine")
+    with pytest.raises(JetracerError, match="already exists; pass --force"):
+        run_cli(["--checkpoint", str(best_pt), "--out", str(out)])
+    assert out.read_bytes() == b"mine"
+
+
+def test_a_model_exported_at_160x160_with_its_own_normalization_drives_through_backend_auto(tmp_path, caplog):
+    import logging
+
+    from jetracer_trt.preprocess import resize
+    from jetracer_trt.safety import SafetyGovernor
+    from jetracer_trt.sim import SimWorld, drive
+    from jetracer_trt.train import prepare_batch
+
+    contract = DEFAULT.replace(input_width=160, input_height=160, mean=[0.4, 0.45, 0.5], std=[0.3, 0.25, 0.2])
+    checkpoint = _checkpoint(tmp_path / "small.pt", contract=contract, seed=3)
+    result = export_mod.export_onnx(checkpoint, num_frames=16)  # no --out: beside the checkpoint, as auto expects
+    assert result.path == tmp_path / "small.onnx" and result.comparison.ok
+    with caplog.at_level(logging.WARNING, logger="jetracer_trt"):
+        engine = create_engine("auto", result.path, task="road_following", threads=1)
+    assert "contract" not in caplog.text  # the file says how it was trained: nothing is assumed
+    assert engine.contract == contract and (engine.height, engine.width) == (160, 160)
+
+    world = SimWorld(1001)
+    frame = world.observe()
+    assert frame.shape == (224, 224, 3)  # the simulator's camera, not the model's input size
+    engine.infer(frame)
+    small = torch.from_numpy(resize(frame, contract.input_size, contract.resize)[None].copy())
+    trained_on = prepare_batch(small, torch.zeros(1, 2), None, None, False, contract)[0].numpy()
+    staged = engine.staged_input(1)
+    atol = 2e-3 if engine.precision == "fp16" else 0  # a GPU may run the checkpoint in FP16
+    np.testing.assert_allclose(staged, Preprocessor(contract)(frame), rtol=0, atol=atol)
+    np.testing.assert_allclose(staged, trained_on, rtol=0, atol=atol)  # what training fed the network
+
+    world.cfg["eval"]["min_mean_speed_mps"] = 10.0  # ends the untrained model's run after a couple of seconds
+    metrics = drive(world, engine.infer, SafetyGovernor.from_config("sim"), laps=1)
+    assert metrics["frames"] > 30 and metrics["inference_ms"]["p50"] > 0
 
 
 def test_bare_state_dict_and_fp32_checkpoint_load(tmp_path):

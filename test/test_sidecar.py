@@ -20,7 +20,7 @@ def built(tmp_path):
     source.write_bytes(b"onnx model v1")
     engine = tmp_path / "road.fp16.engine"
     engine.write_bytes(b"plan bytes")
-    fields = {"backend": "tensorrt", **HERE, "precision": "fp16", "max_batch": 8, "input_shape": [-1, 3, 224, 224],
+    fields = {"backend": "tensorrt", **HERE, "precision": "fp16", "max_batch": 8,
               "source": str(source), "source_sha256": sidecars.source_hash(source),
               "artifact_sha256": sidecars.source_hash(engine), "builder": {"workspace_mb": 1024}}
     sidecars.write_sidecar(engine, fields)
@@ -168,51 +168,6 @@ def test_checked_sidecar_refuses_a_larger_batch_than_built_and_asks_for_it(built
         sidecars.checked_sidecar(engine, backend="torch2trt", max_batch=1, source=source)
     with pytest.raises(JetracerError, match="engine not found"):
         sidecars.checked_sidecar(engine.with_name("nope.engine"), backend="tensorrt", max_batch=1, source=None)
-
-
-def test_refuse_overwrite_keeps_valid_engines_and_unknown_files(built, monkeypatch, tmp_path):
-    engine, source, _ = built
-    with pytest.raises(JetracerError, match="already a valid fp16 engine.*--force"):
-        sidecars.refuse_overwrite(engine, source, HERE, force=False)
-    sidecars.refuse_overwrite(engine, source, HERE, force=True)  # asked for: allowed
-    sidecars.refuse_overwrite(engine, source, {**HERE, "trt_version": "11.4.0"}, force=False)  # stale: rebuilt
-    stranger = tmp_path / "notes.txt"
-    stranger.write_text("mine")
-    with pytest.raises(JetracerError, match="no readable sidecar"):
-        sidecars.refuse_overwrite(stranger, source, HERE, force=False)
-    with pytest.raises(JetracerError, match="is the source model itself"):
-        sidecars.refuse_overwrite(source, source, HERE, force=True)
-    sidecars.refuse_overwrite(tmp_path / "new.engine", source, HERE, force=False)  # nothing there yet
-
-
-def test_staged_artifact_moves_both_files_in_place_or_neither(tmp_path):
-    out = tmp_path / "road.fp32.engine"
-    with pytest.raises(RuntimeError):
-        with sidecars.staged_artifact(out) as tmp:
-            tmp.write_bytes(b"new plan")
-            sidecars.write_sidecar(tmp, {"precision": "fp32"})
-            raise RuntimeError("verification failed")
-    assert list(tmp_path.iterdir()) == []
-    with sidecars.staged_artifact(out) as tmp:
-        tmp.write_bytes(b"new plan")
-        sidecars.write_sidecar(tmp, {"precision": "fp32"})
-    assert out.read_bytes() == b"new plan" and sidecars.read_sidecar(out)["precision"] == "fp32"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["road.fp32.engine", "road.fp32.engine.json"]
-
-
-def test_staged_artifact_syncs_both_files_before_the_renames_and_the_folder_after(tmp_path, monkeypatch):
-    events = []
-    real_replace = os.replace
-    monkeypatch.setattr(sidecars, "fsync_file", lambda p: events.append(("file", os.path.basename(p))))
-    monkeypatch.setattr(sidecars, "fsync_dir", lambda p: events.append(("dir", str(p))))
-    monkeypatch.setattr(sidecars.os, "replace", lambda a, b: (events.append(("rename", os.path.basename(b))),
-                                                             real_replace(a, b)))
-    out = tmp_path / "road.fp32.engine"
-    with sidecars.staged_artifact(out) as tmp:
-        tmp.write_bytes(b"plan")
-        sidecars.write_sidecar(tmp, {"precision": "fp32"})
-    assert [e[0] for e in events][-5:] == ["file", "file", "rename", "rename", "dir"]
-    assert events[-1] == ("dir", str(tmp_path))
 
 
 def test_current_platform_says_how_to_install_tensorrt(monkeypatch):

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jetracer_trt import convert as convert_pkg
 from jetracer_trt.config import default_model_path
-from jetracer_trt.convert import ConvertRequest
+from jetracer_trt.contract import ModelContract
+from jetracer_trt.convert import ConvertRequest, ensure_engine
 from jetracer_trt.convert import tensorrt_build, torch2trt_build
 from jetracer_trt.engines import create_engine
 from jetracer_trt.engines import sidecar as sidecars
@@ -19,6 +21,7 @@ from jetracer_trt.errors import JetracerError
 ONNX = default_model_path()
 CHECKPOINT = ONNX.with_suffix(".pt")
 HERE = {"trt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
+DEFAULT = ModelContract.default()
 
 
 @pytest.fixture
@@ -28,12 +31,13 @@ def no_tensorrt(monkeypatch):
     monkeypatch.setattr(sidecars, "current_platform", lambda: dict(HERE))
 
 
-def fake_engine(tmp_path: Path, backend="tensorrt", name="road.fp16.engine", **changes) -> Path:
-    """An engine file (not a real plan) with a sidecar as a build on HERE from ONNX would write it."""
+def fake_engine(tmp_path: Path, backend="tensorrt", name="road.fp16.engine", source=ONNX, **changes) -> Path:
+    """An engine file (not a real plan) with a sidecar as a build on HERE from ``source`` would write it."""
     engine = tmp_path / name
     engine.write_bytes(b"not a real plan")
-    fields = {"backend": backend, **HERE, "precision": "fp16", "max_batch": 1, "source": str(ONNX),
-              "source_sha256": sidecars.source_hash(ONNX), "artifact_sha256": sidecars.source_hash(engine), **changes}
+    fields = {"backend": backend, **HERE, "precision": "fp16", "max_batch": 1, "source": str(source),
+              "model_contract": DEFAULT.as_dict(), "source_sha256": sidecars.source_hash(source),
+              "artifact_sha256": sidecars.source_hash(engine), **changes}
     sidecars.write_sidecar(engine, fields)
     return engine
 
@@ -94,28 +98,32 @@ def test_a_matching_sidecar_gets_past_the_checks_to_tensorrt(tmp_path, no_tensor
         TensorRTEngine(fake_engine(tmp_path), source=ONNX)
 
 
-def test_convert_keeps_a_valid_engine_without_force(tmp_path, no_tensorrt):
+def test_convert_keeps_an_engine_without_force(tmp_path, no_tensorrt):
     engine = fake_engine(tmp_path)
-    with pytest.raises(JetracerError, match="already a valid fp16 engine"):
+    with pytest.raises(JetracerError, match="already exists; pass --force"):
         tensorrt_build.convert(ConvertRequest(source=ONNX, out=engine, precision="fp16"))
     assert engine.read_bytes() == b"not a real plan"
 
 
 @pytest.mark.parametrize("module, changes, reason", [
-    (tensorrt_build, {"precision": "fp8"}, "unknown precision"),
-    (tensorrt_build, {"source": CHECKPOINT}, "builds from an ONNX model"),
-    (tensorrt_build, {"source": Path("missing.onnx")}, "source model not found"),
+    (tensorrt_build, {"precision": "fp8"}, "converts to fp32 or fp16 or int8, not fp8"),
+    (tensorrt_build, {"source": CHECKPOINT}, "converts an ONNX model"),
+    (tensorrt_build, {"source": Path("missing.onnx")}, "model file not found"),
     (tensorrt_build, {"max_batch": 0}, "positive integer"),
     (tensorrt_build, {"workspace_mb": 0}, "at least 1 MB"),
-    (tensorrt_build, {"out": Path("/no/such/folder/x.engine")}, "does not exist"),
+    (tensorrt_build, {"out": "{tmp}/file/x.engine"}, "is not a folder"),
     (torch2trt_build, {"source": ONNX}, "converts a PyTorch checkpoint"),
-    (torch2trt_build, {"source": Path("missing.pt")}, "checkpoint not found"),
+    (torch2trt_build, {"source": Path("missing.pt")}, "model file not found"),
 ])
 def test_bad_requests_are_refused_before_anything_is_imported(tmp_path, no_tensorrt, module, changes, reason):
+    (tmp_path / "file").write_text("a file, not a folder")
+    if "out" in changes:
+        changes = {**changes, "out": Path(changes["out"].format(tmp=tmp_path))}
     request = ConvertRequest(**{"source": ONNX if module is tensorrt_build else CHECKPOINT,
                                 "out": tmp_path / "x.engine", "precision": "fp32", **changes})
     with pytest.raises(JetracerError, match=reason):
         module.convert(request)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_layer_report_reads_tensorrt_10_and_11_inspector_json():
@@ -163,7 +171,7 @@ def test_parser_errors_name_the_node():
 
 
 def test_calibration_dataset_has_the_torch2trt_shape():
-    dataset = torch2trt_build.CalibrationFrames(np.zeros((5, 224, 224, 3), np.uint8))
+    dataset = torch2trt_build.CalibrationDataset(np.zeros((5, 224, 224, 3), np.uint8), DEFAULT)
     assert len(dataset) == 5
     with pytest.raises(IndexError):
         dataset[5]
@@ -322,13 +330,13 @@ needs_cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), rea
 def tiny_onnx(tmp_path):
     from test_engine import tiny_model
 
-    return tiny_model(tmp_path / "tiny.onnx")
+    return tiny_model(tmp_path / "tiny.onnx", contract=DEFAULT)
 
 
 def tiny_reference(frames):
     from jetracer_trt.preprocess import Preprocessor
 
-    pre = Preprocessor()
+    pre = Preprocessor(DEFAULT)
     return np.stack([pre(f)[0].mean(axis=(1, 2))[:2] for f in frames])
 
 
@@ -341,7 +349,7 @@ def test_engine_buffers_streams_and_graphs_with_a_stand_in(tmp_path, monkeypatch
     plan.write_bytes(json.dumps({"input_dtype": dtype, "output_dtype": dtype, "max_batch": 4}).encode())
     sidecars.write_sidecar(plan, {"backend": "tensorrt", **sidecars.current_platform(), "precision": "fp16",
                                   "max_batch": 4, "source": "tiny.onnx", "source_sha256": "-",
-                                  "artifact_sha256": sidecars.source_hash(plan)})
+                                  "model_contract": DEFAULT.as_dict(), "artifact_sha256": sidecars.source_hash(plan)})
     frames = np.random.default_rng(0).integers(0, 256, (6, 224, 224, 3), dtype=np.uint8)
     expected = tiny_reference(frames)
     with TensorRTEngine(plan, max_batch=4, cuda_graphs=graphs) as engine:
@@ -355,6 +363,9 @@ def test_engine_buffers_streams_and_graphs_with_a_stand_in(tmp_path, monkeypatch
         np.testing.assert_allclose(engine.infer_batch(frames[2:6]), expected[2:6], atol=tolerance)
         np.testing.assert_allclose(engine.run_model(4), expected[2:6], atol=tolerance)  # staged frames, model only
         assert sorted(engine._runs) == [1, 3, 4]
+        from test_torch_engine import check_staging_is_the_whole_preprocessing
+
+        check_staging_is_the_whole_preprocessing(engine, frames)
         assert all((graph is not None) == graphs for _, graph in engine._runs.values())
 
 
@@ -375,11 +386,11 @@ def test_convert_flow_with_a_stand_in_builder(tmp_path, monkeypatch, tiny_onnx):
     assert calls["profiles"] == [{"image": [(1, 3, 224, 224), (1, 3, 224, 224), (2, 3, 224, 224)]}]
     assert calls["verbosity"] == "DETAILED" and calls["timing_cache_loaded"] == [b""]
     side = sidecars.read_sidecar(out)
-    assert side["verification"]["ok"] and side["max_batch"] == 2 and side["input_shape"] == [-1, 3, 224, 224]
+    assert side["verification"]["ok"] and side["max_batch"] == 2 and side["model_contract"] == DEFAULT.as_dict()
     assert side["source_sha256"] == sidecars.source_hash(tiny_onnx) and side["builder"]["workspace_mb"] == 256
     assert sorted(p.name for p in tmp_path.iterdir()) == [tensorrt_build.TIMING_CACHE_NAME, "tiny.fp32.engine",
                                                           "tiny.fp32.engine.json", "tiny.onnx"]
-    with pytest.raises(JetracerError, match="already a valid fp32 engine"):
+    with pytest.raises(JetracerError, match="already exists; pass --force"):
         tensorrt_build.convert(request)
     tensorrt_build.convert(ConvertRequest(**{**request.__dict__, "precision": "fp16", "force": True}))
     assert calls["timing_cache_loaded"] == [b"", b"+"]  # the cache the first build wrote is reused
@@ -396,7 +407,7 @@ def test_int8_builds_strongly_typed_from_the_qdq_model(tmp_path, monkeypatch, ti
     qdq = types.ModuleType("jetracer_trt.convert.qdq")
     seen = {}
 
-    def make_qdq_onnx(source_onnx, frames, out):
+    def make_qdq_onnx(source_onnx, frames, contract, out):
         seen.update(source=source_onnx, frames=frames.shape, dtype=frames.dtype)
         out.write_bytes(Path(source_onnx).read_bytes())  # the stand-in computes the same either way
         return out
@@ -443,11 +454,109 @@ def test_torch2trt_engine_streams_and_copies_with_a_stand_in(tmp_path, monkeypat
     torch.save({"engine": bytearray(b"plan"), "input_names": ["image"], "output_names": ["target"]}, path)
     sidecars.write_sidecar(path, {"backend": "torch2trt", **sidecars.current_platform(), "precision": "fp32",
                                   "max_batch": 2, "source": "tiny.pt", "source_sha256": "-",
-                                  "artifact_sha256": sidecars.source_hash(path)})
+                                  "model_contract": DEFAULT.as_dict(), "artifact_sha256": sidecars.source_hash(path)})
     frames = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     with create_engine("torch2trt", path, max_batch=2) as engine:
         np.testing.assert_allclose(engine.infer_batch(frames), tiny_reference(frames), atol=1e-5)
         np.testing.assert_allclose(engine.infer(frames[1]), tiny_reference(frames)[1], atol=1e-5)
+
+
+# -- ensure_engine: build when missing or stale (the inference node's build_engine) ---------------------------------
+@pytest.fixture
+def gpu_machine(monkeypatch, tmp_path):
+    """A machine with an NVIDIA GPU and TensorRT (this machine's facts are HERE) and a model in ``tmp_path``; every
+    conversion asked for is recorded instead of run. Returns (model, requests)."""
+    from jetracer_trt.engines import select
+
+    monkeypatch.setattr(select, "has_nvidia_gpu", lambda: True)
+    monkeypatch.setattr(sidecars, "current_platform", lambda: dict(HERE))
+    requests = []
+
+    def fake_convert(backend, request, via=None):
+        requests.append((backend, request))
+        return convert_pkg.ConvertResult(request.out, backend, request.precision, _passing(), 1.0)
+
+    monkeypatch.setattr(convert_pkg, "convert", fake_convert)
+    model = tmp_path / "road.onnx"
+    model.write_bytes(b"the fp32 model")
+    return model, requests
+
+
+def _passing():
+    from jetracer_trt.verify import compare
+
+    return compare(np.zeros((4, 2)), np.zeros((4, 2)), "fp16", DEFAULT.outputs)
+
+
+def test_ensure_engine_uses_an_engine_that_is_up_to_date(gpu_machine, tmp_path):
+    model, requests = gpu_machine
+    engine = fake_engine(tmp_path, source=model)
+    status = ensure_engine(model, "fp16")
+    assert (status.path, status.built, requests) == (engine, False, [])
+    assert "road.fp16.engine is up to date" in status.reason
+
+
+def test_ensure_engine_builds_a_missing_engine_beside_the_model(gpu_machine, tmp_path):
+    model, requests = gpu_machine
+    status = ensure_engine(model, "fp16", max_batch=2)
+    ((backend, request),) = requests
+    assert backend == "tensorrt" and request.out == tmp_path / "road.fp16.engine" and not request.force
+    assert (request.source, request.precision, request.max_batch) == (model, "fp16", 2)
+    assert status.built and status.path == tmp_path / "road.fp16.engine" and "because it is missing" in status.reason
+
+
+@pytest.mark.parametrize("change, why", [({"trt_version": "11.4.0"}, "built with TensorRT 11.4.0"),
+                                         ({"source_sha256": "0" * 64}, "built from another model")])
+def test_ensure_engine_rebuilds_a_stale_engine(gpu_machine, tmp_path, change, why):
+    model, requests = gpu_machine
+    fake_engine(tmp_path, source=model, **change)
+    status = ensure_engine(model, "fp16")
+    ((_, request),) = requests
+    assert request.force and status.built and why in status.reason  # replacing our own stale engine is the point
+
+
+def test_ensure_engine_leaves_a_file_it_did_not_write_alone(gpu_machine, tmp_path):
+    model, requests = gpu_machine
+    (tmp_path / "road.fp16.engine").write_bytes(b"someone's plan, no sidecar")
+    status = ensure_engine(model, "fp16")
+    assert status.path is None and requests == [] and "without a sidecar" in status.reason
+    assert (tmp_path / "road.fp16.engine").read_bytes() == b"someone's plan, no sidecar"
+
+
+def test_ensure_engine_says_why_it_cannot_build(gpu_machine, monkeypatch):
+    from jetracer_trt.engines import select
+
+    model, requests = gpu_machine
+
+    def failing(backend, request, via=None):
+        raise JetracerError("TensorRT's ONNX parser rejected road.onnx")
+
+    monkeypatch.setattr(convert_pkg, "convert", failing)
+    status = ensure_engine(model, "fp16")
+    assert status.path is None and "building road.fp16.engine failed: TensorRT's ONNX parser" in status.reason
+    monkeypatch.setattr(sidecars, "current_platform", _no_tensorrt)
+    status = ensure_engine(model, "fp16")
+    assert status.path is None and "cannot build a TensorRT engine here: TensorRT's Python package" in status.reason
+    monkeypatch.setattr(select, "has_nvidia_gpu", lambda: False)
+    status = ensure_engine(model, "fp16")
+    assert status.path is None and "no NVIDIA GPU" in status.reason
+
+
+def _no_tensorrt():
+    raise JetracerError("TensorRT's Python package is not importable (No module named 'tensorrt'); "
+                        + sidecars.TENSORRT_INSTALL_HINT)
+
+
+@needs_cuda
+def test_ensure_engine_builds_verifies_and_then_reuses_with_a_stand_in(tmp_path, monkeypatch, tiny_onnx):
+    monkeypatch.setitem(sys.modules, "tensorrt", stand_in_tensorrt())
+    first = ensure_engine(tiny_onnx, "fp32")
+    assert first.built and first.path == tmp_path / "tiny.fp32.engine"
+    assert sidecars.read_sidecar(first.path)["verification"]["ok"]
+    again = ensure_engine(tiny_onnx, "fp32")
+    assert (again.path, again.built) == (first.path, False)
+    with create_engine("auto", tiny_onnx) as engine:  # backend auto now takes it
+        assert engine.name == "tensorrt" and engine.model_path == first.path
 
 
 # -- real engines: TensorRT and a CUDA GPU --------------------------------------------------------------------------
@@ -499,7 +608,7 @@ def test_real_engine_with_a_mismatched_sidecar_is_refused(fp32_engine, tmp_path)
     sidecars.write_sidecar(engine, {**data, "gpu_name": "Some Other GPU"})
     with pytest.raises(JetracerError, match="built for another GPU"):
         TensorRTEngine(engine)
-    with pytest.raises(JetracerError, match="already a valid fp32 engine"):
+    with pytest.raises(JetracerError, match="already exists; pass --force"):
         tensorrt_build.convert(ConvertRequest(source=ONNX, out=fp32_engine.path, precision="fp32"))
 
 

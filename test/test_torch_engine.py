@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from jetracer_trt import verify  # noqa: E402
+from jetracer_trt.contract import ModelContract  # noqa: E402
 from jetracer_trt.convert import ConvertRequest  # noqa: E402
 from jetracer_trt.convert import torch_aot  # noqa: E402
 from jetracer_trt.engines import create_engine  # noqa: E402
@@ -20,6 +21,7 @@ from jetracer_trt.preprocess import Preprocessor  # noqa: E402
 MODELS = Path(__file__).resolve().parents[1] / "models"
 CHECKPOINT = MODELS / "road_following.pt"
 ONNX_MODEL = MODELS / "road_following.onnx"
+DEFAULT = ModelContract.default()
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -42,6 +44,44 @@ def reference(frames):
 
 
 # -- CPU: PyTorch eager FP32 ---------------------------------------------------------------------------------------
+
+
+def check_staging_is_the_whole_preprocessing(engine, frames):
+    """After the staging step alone the model's input holds the contract's preprocessing of the new frames, and the
+    model step (``run_model``) computes on them: the work ``model only`` times is the same on every backend."""
+    engine.infer_batch(frames[:2])
+    engine.preprocess.stage(frames[2:4], 2)
+    expected = Preprocessor(engine.contract, max_batch=2)
+    expected.stage(frames[2:4], 2)
+    np.testing.assert_allclose(engine.staged_input(2), expected.output, rtol=0,
+                               atol=2e-3 if engine.precision == "fp16" else 1e-6)
+    np.testing.assert_allclose(engine.run_model(2), engine.infer_batch(frames[2:4]), rtol=0, atol=1e-6)
+
+
+def test_cpu_staging_is_the_whole_preprocessing(cpu_engine, frames):
+    check_staging_is_the_whole_preprocessing(cpu_engine, frames)
+
+
+def test_a_jetracer_notebook_state_dict_drives_through_backend_auto(tmp_path, caplog):
+    import logging
+
+    import torchvision
+
+    from jetracer_trt.sim import SimWorld
+
+    notebook = torchvision.models.resnet18(weights=None)
+    notebook.fc = torch.nn.Linear(512, 2)  # what the JetRacer road-following notebook trains and saves
+    path = tmp_path / "road_following_model.pth"
+    torch.save(notebook.state_dict(), path)
+    with caplog.at_level(logging.WARNING, logger="jetracer_trt"):
+        engine = create_engine("auto", path, task="road_following", threads=1)
+    assert engine.name == "torch" and engine.contract == DEFAULT
+    assert "road_following_model.pth carries no model contract" in caplog.text
+    world = SimWorld(1001)
+    for _ in range(3):
+        x, y = engine.infer(world.observe())
+        world.step(float(np.clip(x, -1, 1)), 0.3)
+    assert world.stats.frames >= 3
 
 
 def test_cpu_eager_fp32_agrees_with_onnxruntime(cpu_engine, frames, reference):
@@ -123,7 +163,7 @@ def _mixed_frames_and_reference():
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(2)]
     frames.append(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
-    pre = Preprocessor(max_batch=4)
+    pre = Preprocessor(DEFAULT, max_batch=4)
     for i, frame in enumerate(frames):
         pre.write(frame, i)
     return frames, pre
@@ -132,7 +172,7 @@ def _mixed_frames_and_reference():
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda_only)])
 def test_stager_arithmetic_equals_preprocessor(device):
     frames, pre = _mixed_frames_and_reference()
-    stager = CudaFrameStager(4, 224, 224, dtype=torch.float32, device=device)
+    stager = CudaFrameStager(DEFAULT, 4, dtype=torch.float32, device=device)
     stager.load(frames, 3)
     out = stager.upload(3)
     assert out.data_ptr() == stager.input.data_ptr() and out.shape == (3, 3, 224, 224)
@@ -142,7 +182,7 @@ def test_stager_arithmetic_equals_preprocessor(device):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda_only)])
 def test_stager_fp16_channels_last_is_the_fp32_result_rounded_once(device):
     frames, pre = _mixed_frames_and_reference()
-    stager = CudaFrameStager(4, 224, 224, dtype=torch.float16, device=device, channels_last=True)
+    stager = CudaFrameStager(DEFAULT, 4, dtype=torch.float16, device=device, channels_last=True)
     assert stager.input.is_contiguous(memory_format=torch.channels_last)
     assert stager.host.is_pinned() == (device == "cuda")
     stager.load(frames, 3)
@@ -153,7 +193,7 @@ def test_stager_fp16_channels_last_is_the_fp32_result_rounded_once(device):
 
 
 def test_stager_rejects_bad_frames_and_counts():
-    stager = CudaFrameStager(2, 224, 224, dtype=torch.float32, device="cpu")
+    stager = CudaFrameStager(DEFAULT, 2, dtype=torch.float32, device="cpu")
     with pytest.raises(JetracerError, match="RGB uint8"):
         stager.load([np.zeros((224, 224, 3), np.float32)], 1)
     with pytest.raises(JetracerError, match="1 to 2 frames"):
@@ -202,6 +242,14 @@ def test_cuda_engine_agrees_with_fp32_reference(frames, reference, precision):
         engine.warmup()
         comparison = verify.compare(reference, verify.engine_outputs(engine, frames), precision)
         assert comparison.ok, comparison.report()
+
+
+@cuda_only
+@pytest.mark.parametrize("graphs", [False, True])
+def test_cuda_staging_is_the_whole_preprocessing(frames, graphs):
+    with TorchEngine(CHECKPOINT, max_batch=2, cuda_graphs=graphs) as engine:
+        engine.warmup()
+        check_staging_is_the_whole_preprocessing(engine, frames)
 
 
 @cuda_only
@@ -263,8 +311,9 @@ def test_convert_fp16_package_is_verified_and_loads(tmp_path, frames, reference)
 def test_package_check_runs_in_a_child_and_reports_its_error(tmp_path):
     bad = tmp_path / "bad.pt2"
     bad.write_bytes(b"not a package")
+    request = ConvertRequest(source=CHECKPOINT, precision="fp32", out=bad)
     with pytest.raises(JetracerError, match="failed: cannot load AOTInductor package"):
-        torch_aot._package_outputs(bad, np.zeros((1, 224, 224, 3), np.uint8), "cpu", "fp32", 1)
+        torch_aot.ROUTE.run_result(request, bad, np.zeros((1, 224, 224, 3), np.uint8))
 
 
 def test_a_crashing_child_is_a_clear_error():

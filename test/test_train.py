@@ -19,12 +19,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from jetracer_trt.cli import train as train_cli  # noqa: E402
+from jetracer_trt.contract import ModelContract  # noqa: E402
 from jetracer_trt.dataset import DatasetWriter, Sample  # noqa: E402
 from jetracer_trt.errors import JetracerError  # noqa: E402
 from jetracer_trt.model import read_checkpoint  # noqa: E402
 from jetracer_trt.train import augment_batch, split_samples, train  # noqa: E402
 
 FAST = ["--batch-size", "4", "--weights", "none", "--workers", "0", "--device", "cpu"]
+DEFAULT = ModelContract.default()
 
 
 def run_cli(argv: list[str]) -> int:
@@ -71,8 +73,7 @@ def test_run_writes_metrics_plot_and_checkpoints(trained_run, dataset_dir, capsy
     floats = [v for v in best["state_dict"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
     assert best["kind"] == "best" and best["architecture"] == "resnet18" and best["epoch"] == 1
-    assert (best["input_width"], best["input_height"]) == (224, 224)
-    assert best["mean"] == pytest.approx([0.485, 0.456, 0.406]) and best["outputs"] == ["x", "y"]
+    assert best["model_contract"] == DEFAULT.as_dict()  # a new run trains with config/model.yaml's contract
     assert best["train_config"]["batch_size"] == 4 and best["data_dirs"] == [str(dataset_dir.absolute())]
     assert set(best["metrics"]) >= {"val_loss", "val_mae_x", "val_mae_y"}
     fp16_bytes = sum(v.numel() * 2 for v in floats)
@@ -102,6 +103,30 @@ def test_resume_continues_the_run(trained_run, tmp_path):
     before = (run / "metrics.jsonl").read_bytes()
     assert run_cli([*resume, "--epochs", "2"]) == 0
     assert (run / "metrics.jsonl").read_bytes() == before
+
+
+def test_a_run_trains_at_its_contracts_input_size_and_normalization(tmp_path, dataset_dir):
+    contract = DEFAULT.replace(input_width=96, input_height=64, mean=[0.5, 0.5, 0.5], std=[0.2, 0.3, 0.4])
+    result = train([dataset_dir], tmp_path / "small", overrides={"weights": "none", "workers": 0, "batch_size": 4,
+                                                                 "epochs": 1}, device="cpu", max_steps=1,
+                   contract=contract)
+    assert read_checkpoint(result.best_path)["model_contract"] == contract.as_dict()
+    assert read_checkpoint(result.last_path)["model_contract"] == contract.as_dict()
+
+
+def test_training_normalizes_exactly_as_the_runtime(dataset_dir):
+    from jetracer_trt.dataset import load_image, read_dataset
+    from jetracer_trt.preprocess import Preprocessor
+    from jetracer_trt.train import FrameDataset, prepare_batch
+
+    contract = DEFAULT.replace(input_width=160, input_height=120, mean=[0.4, 0.45, 0.5], std=[0.3, 0.25, 0.2])
+    samples = read_dataset(dataset_dir)[0][:3]
+    dataset = FrameDataset(samples, contract)  # the workers' decode and resize
+    images = torch.stack([dataset[i][0] for i in range(3)])
+    assert images.shape == (3, 120, 160, 3)
+    inputs, _ = prepare_batch(images, torch.zeros(3, 2), None, None, False, contract)
+    runtime = Preprocessor(contract).batch([load_image(s.image_path) for s in samples])
+    np.testing.assert_array_equal(inputs.numpy(), runtime)  # the same pixels, the same arithmetic, bit for bit
 
 
 def test_resume_needs_last_pt(tmp_path, dataset_dir):
@@ -237,7 +262,7 @@ def test_loader_workers_decode_and_stop(dataset_dir):
     from jetracer_trt.train import EpochShuffleSampler, FrameDataset, close_loader, make_loader
 
     samples = read_dataset(dataset_dir)[0][:8]
-    dataset = FrameDataset(samples, 224, 224)
+    dataset = FrameDataset(samples, DEFAULT)
     sampler = EpochShuffleSampler(len(dataset), seed=0)
     loader = make_loader(dataset, 4, workers=2, pin_memory=False, sampler=sampler)
     orders = []

@@ -1,5 +1,6 @@
 """``jetracer-trt benchmark``: FPS and p50/p99 latency of every backend that can run here, model-only and full path,
-each against PyTorch eager FP32 measured in the same run, laid out like the talk's tables with its Jetson figures.
+each against PyTorch eager FP32 measured in the same run, laid out like NVIDIA's published torch2trt tables, with
+their Jetson figures beside.
 
 The measuring is ``jetracer_trt.benchmark``; this module parses options and prints (a table, or one JSON object).
 """
@@ -109,15 +110,15 @@ def _label(backend: str, precision: str) -> str:
     return f"{backend} {precision}{suffix}"
 
 
-def _talk_rows(batches: Sequence[int]) -> list[str]:
-    """The talk's Jetson ResNet18 figures in the same columns (model only, as the talk measured)."""
-    from ..benchmark import TALK_RESNET18 as talk
+def _jetson_rows(batches: Sequence[int]) -> list[str]:
+    """NVIDIA's published Jetson ResNet18 figures in the same columns (model only, as they were measured)."""
+    from ..benchmark import JETSON_RESNET18 as published
 
     lines = []
     for board, short in (("Jetson Nano", "Nano"), ("Jetson AGX Xavier", "AGX Xavier")):
-        framework = talk["by_framework_fp32_batch1_fps"][board]
-        precision = talk["by_precision_tensorrt_batch1_fps"][board]
-        by_batch = talk["by_batch_tensorrt_fp16"][board]
+        framework = published["by_framework_fp32_batch1_fps"][board]
+        precision = published["by_precision_tensorrt_batch1_fps"][board]
+        by_batch = published["by_batch_tensorrt_fp16"][board]
         pytorch = framework["pytorch"]
         entries = [("pytorch fp32", {1: pytorch}, {}), ("tensorrt fp32", {1: framework["tensorrt"]}, {}),
                    ("tensorrt fp16", {int(b): v for b, v in by_batch["fps"].items()},
@@ -132,8 +133,9 @@ def _talk_rows(batches: Sequence[int]) -> list[str]:
 
 
 def format_report(result) -> str:
-    """The benchmark as the talk laid its tables out: configurations down, batch sizes across (FPS, p50 and p99 ms,
-    speedup over PyTorch eager FP32), one table per path; then skipped configurations and the bars."""
+    """The benchmark laid out as NVIDIA's published torch2trt tables: configurations down, batch sizes across (FPS,
+    p50 and p99 ms, speedup over PyTorch eager FP32), one table per path; then skipped configurations and the
+    bars."""
     m, s = result.machine, result.settings
     versions = ", ".join(f"{lib} {m[lib]}" for lib in ("onnxruntime", "torch") if m.get(lib))
     where = f"{m['cpu']} ({m['cores']} cores)" + (f", GPU {m['gpu']}" if m.get("gpu") else "")
@@ -163,9 +165,9 @@ def format_report(result) -> str:
                 accuracy = f" {report.mean_abs_dx:.1e} ({'ok' if report.accuracy['ok'] else 'FAIL'} {key[1]})"
             lines.append(f"{_label(*key):<{LABEL_WIDTH}}|" + "|".join(cells) + "|" + accuracy)
         if path == "model":
-            lines.append("the talk's Jetson figures, ResNet18 with torch2trt (model only; latency as published, "
-                         "no p99; vs pt = against the same board's PyTorch):")
-            lines += _talk_rows(batches)
+            lines.append("NVIDIA's published Jetson figures, ResNet18 with torch2trt (model only; latency as "
+                         "published, no p99; vs pt = against the same board's PyTorch):")
+            lines += _jetson_rows(batches)
     if result.skipped:
         lines += ["", "skipped:"]
         for skip in result.skipped:

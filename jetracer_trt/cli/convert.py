@@ -25,7 +25,10 @@ Convert the shipped FP32 road-following model into a faster one for the machine 
 checked against the source model on real frames (dataset frames from --calib, else simulator frames) and written
 only if every output (x and y) agrees within the tolerance of its precision, on the worst frame and on average
 (|diff| worst / mean: fp32 1e-4 / 2e-5, fp16 1e-2 / 2e-3, int8 0.1 / 0.02); the error is printed per output.
-The result records the SHA-256 of its source, and `backend auto` uses it only with that source.
+The result records the model contract and the SHA-256 of its source, and `backend auto` uses it only with that
+source. Without --out it is written beside the source under the name `backend auto` looks for, so that, e.g.,
+`jetracer-trt convert --backend onnxruntime --precision int8` is all it takes for `jetracer-trt sim eval` to drive
+with it. An existing file is never replaced without --force.
 
 Which backend and precision:
   Jetson (the car)          --backend tensorrt --precision fp16   the usual choice: about half the latency of fp32
@@ -41,10 +44,10 @@ A TensorRT engine only runs on the GPU model and TensorRT version it was built w
 """
 
 EPILOG = """\
-examples:
-  jetracer-trt convert --backend onnxruntime --precision int8 --calib data --out models/road_following.int8.onnx
-  jetracer-trt convert --backend tensorrt --precision fp16 --out models/road_following.fp16.engine
-  jetracer-trt convert --backend tensorrt --precision int8 --calib data --out models/road_following.int8.engine
+examples (each writes beside the shipped models/road_following.onnx, where `backend auto` finds it):
+  jetracer-trt convert --backend onnxruntime --precision int8 --calib data     # road_following.int8.onnx
+  jetracer-trt convert --backend tensorrt --precision fp16                     # road_following.fp16.engine
+  jetracer-trt convert --backend tensorrt --precision int8 --calib data        # road_following.int8.engine
 """
 
 
@@ -62,8 +65,9 @@ def register(subparsers) -> None:
     parser.add_argument("--model", metavar="SRC", type=Path,
                         help="the FP32 source: an .onnx (tensorrt, onnxruntime) or a checkpoint .pt (torch, --via "
                              "torch2trt); default: the shipped models/road_following.onnx, or the .pt beside it")
-    parser.add_argument("--out", required=True, metavar="PATH", type=Path,
-                        help="file to write (atomically; only once verified)")
+    parser.add_argument("--out", metavar="PATH", type=Path,
+                        help="file to write (atomically; only once verified); default: beside the source, under the "
+                             "name backend auto looks for (road_following.int8.onnx, road_following.fp16.engine, ...)")
     parser.add_argument("--calib", metavar="DIR", type=Path,
                         help="dataset from `jetracer-trt sim collect` (or a folder of images) to calibrate INT8 and "
                              "verify on; default: simulator frames")
@@ -77,7 +81,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-batch", type=int, default=1, metavar="N",
                         help="the largest batch the result must run (default: 1, the car's camera)")
     parser.add_argument("--via", choices=("torch2trt",),
-                        help="build the TensorRT engine with torch2trt from the checkpoint (the talk's path)")
+                        help="build the TensorRT engine with NVIDIA's torch2trt from the checkpoint")
     parser.add_argument("--force", action="store_true", help="replace an existing output")
     parser.add_argument("--verbose", action="store_true", help="list the layers and the precision each runs in")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the result, nothing else")
@@ -100,7 +104,6 @@ def build_request(args: argparse.Namespace):
     source = args.model if args.model is not None else default_source(args.backend, args.via)
     if not source.is_file():
         raise JetracerError(f"model file not found: {source}")
-    out = args.out  # each route checks it can write (and may replace) OUT: a stale TensorRT engine is rebuilt
     if args.calib is not None and not args.calib.is_dir():
         raise JetracerError(f"--calib {args.calib} is not a folder; give a dataset from `jetracer-trt sim collect` "
                             "or a folder of images")
@@ -108,7 +111,7 @@ def build_request(args: argparse.Namespace):
                         ("--workspace", args.workspace), ("--max-batch", args.max_batch)):
         if value < 1:
             raise JetracerError(f"{flag} must be a positive integer, got {value}")
-    return ConvertRequest(source=source, out=out, precision=args.precision, calib_dir=args.calib,
+    return ConvertRequest(source=source, out=args.out, precision=args.precision, calib_dir=args.calib,
                           calib_frames=args.calib_frames, verify_frames=args.verify_frames,
                           workspace_mb=args.workspace, max_batch=args.max_batch, force=args.force,
                           verbose=args.verbose)
@@ -130,16 +133,17 @@ def run(args: argparse.Namespace) -> int:
                 raise
             route = f"--backend {args.backend}" + (f" --via {args.via}" if args.via else "")
             raise JetracerError(f"conversion {route} is not available in this version of jetracer_trt") from None
-    if args.json:
-        print(json.dumps(result.as_dict()))
-        return 0
-    size = result.path.stat().st_size / 1e6 if result.path.is_file() else 0.0
-    print(f"wrote {result.path} ({result.backend} {result.precision}, {size:.1f} MB)")
-    for extra in result.files:
-        if extra != result.path:
-            print(f"  and {extra}")
-    print(f"agrees with {request.source.name}: {result.comparison.report()}")
-    for note in result.notes:
-        print(f"  {note}")
-    print(f"took {result.seconds:.1f} s")
+    print(json.dumps(result.as_dict()) if args.json else describe_result(result, request.source))
     return 0
+
+
+def describe_result(result, source: Path) -> str:
+    """What a conversion (or an export) wrote, for the user: the file, how well it agrees with ``source``, the
+    route's notes and the time taken."""
+    size = result.path.stat().st_size / 1e6 if result.path.is_file() else 0.0
+    lines = [f"wrote {result.path} ({result.backend} {result.precision}, {size:.1f} MB)"]
+    lines += [f"  and {extra}" for extra in result.files if extra != result.path]
+    lines.append(f"agrees with {source.name}: {result.comparison.report()}")
+    lines += [f"  {note}" for note in result.notes]
+    lines.append(f"took {result.seconds:.1f} s")
+    return "\n".join(lines)

@@ -5,6 +5,7 @@ torch and onnx are imported only inside ``run``: ``jetracer-trt --help`` and the
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 DEFAULT_OPSET = 17  # repeated from jetracer_trt.export so the parser needs no torch; a test keeps them equal
 
@@ -15,16 +16,20 @@ def register(subparsers) -> None:
         "export",
         help="export a checkpoint to ONNX, verified against PyTorch",
         description=(
-            "Export a training checkpoint (RUN/best.pt, RUN/last.pt) to ONNX with a dynamic batch dimension. The "
-            "FP16-exact weights of best.pt are stored as float16 (losslessly; ONNX Runtime computes in FP32), so the "
-            "file is about half the FP32 size. Before OUT is written, ONNX Runtime is checked against PyTorch on "
-            "real frames (every output within 1e-4 on the worst frame and 2e-5 on average); a model that fails is "
-            "not written. OUT records the checkpoint's SHA-256, so that `backend auto` runs the checkpoint (or a "
-            "package compiled from it) in the ONNX model's place only when it is that checkpoint."
+            "Export a training checkpoint (RUN/best.pt, RUN/last.pt, or a JetRacer notebook ResNet18 state dict) to "
+            "ONNX with a dynamic batch dimension. The FP16-exact weights of best.pt are stored as float16 "
+            "(losslessly; ONNX Runtime computes in FP32), so the file is about half the FP32 size. Before OUT is "
+            "written, ONNX Runtime is checked against PyTorch on real frames (every output within 1e-4 on the worst "
+            "frame and 2e-5 on average); a model that fails is not written. OUT carries the checkpoint's model "
+            "contract (input size, mean/std, resize, outputs), which every backend runs it by, and the checkpoint's "
+            "SHA-256, so that `backend auto` runs the checkpoint (or a package compiled from it) in the ONNX model's "
+            "place only when it is that checkpoint. An existing OUT is replaced only with --force."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file, e.g. runs/r1/best.pt")
-    parser.add_argument("--out", required=True, metavar="MODEL.onnx", help="ONNX file to write (replaced atomically)")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", type=Path,
+                        help="checkpoint file, e.g. runs/r1/best.pt")
+    parser.add_argument("--out", metavar="MODEL.onnx", type=Path,
+                        help="ONNX file to write (atomically); default: the checkpoint's name with .onnx, beside it")
     parser.add_argument(
         "--frames", metavar="DIR",
         help="dataset (or image folder) whose frames verify the export; default: frames of the simulated track",
@@ -32,18 +37,15 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default: {DEFAULT_OPSET})"
     )
+    parser.add_argument("--force", action="store_true", help="replace an existing OUT")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exports and prints the verification result, the file size and the path."""
+    """Exports and prints what was written and how well it agrees with PyTorch."""
     from ..export import export_onnx  # torch, onnx: imported only when exporting
+    from .convert import describe_result
 
-    result = export_onnx(args.checkpoint, args.out, frames_dir=args.frames, opset=args.opset)
-    print(f"verified ONNX Runtime against PyTorch: {result.comparison.report()}")
-    print(
-        f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, opset {result.opset}, "
-        f"{result.fp16_initializers} weight tensors stored as FP16, {result.fp32_initializers} as FP32)"
-    )
-    print(f"  made from {args.checkpoint}, SHA-256 {result.checkpoint_sha256}")
+    result = export_onnx(args.checkpoint, args.out, frames_dir=args.frames, opset=args.opset, force=args.force)
+    print(describe_result(result, args.checkpoint))
     return 0

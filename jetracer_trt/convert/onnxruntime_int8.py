@@ -18,25 +18,21 @@ Accuracy choices, each measured as mean |dx| against the FP32 model on 600 held-
   was a third of the error (3.5e-3 with it quantized).
 * no ``reduce_range`` (7-bit weights against int16 saturation on CPUs without VNNI): less accurate here.
 
-Steps: fold the FP16+Cast weights and BatchNormalization into plain FP32 Convs (``calibration.plain_fp32_graph``),
-``quantize_static`` with frames normalized by ``preprocess.Preprocessor``, check that every Conv became a
-QLinearConv, record ``precision=int8`` and the calibration in ``metadata_props`` (the ONNX Runtime engine reads
-``precision`` from there), then run the candidate through ``create_engine("onnxruntime", ...)`` on frames the
-calibration did not see and write OUT atomically only if ``verify.compare`` passes the INT8 tolerance.
+The build (the pipeline, ``pipeline.py``, does the rest): fold the FP16+Cast weights and BatchNormalization into
+plain FP32 Convs (``calibration.plain_fp32_graph``), ``quantize_static`` with frames normalized by
+``preprocess.Preprocessor`` for the model's contract, check that every Conv became a QLinearConv, and record
+``precision=int8``, the contract and the calibration in ``metadata_props`` (the ONNX Runtime engine reads them).
 """
 from __future__ import annotations
 
 import collections
 import logging
-import tempfile
-import time
 from pathlib import Path
 
+from ..contract import ModelContract
 from ..errors import JetracerError
-from ..fileio import atomic_path
-from ..verify import compare, engine_outputs, reference_outputs, require_match
-from .calibration import FrameBatches, plain_fp32_graph, record_quantization, split_frames
-from .common import ConvertRequest, ConvertResult, check_output
+from .calibration import FrameBatches, FrameSplit, plain_fp32_graph, record_quantization
+from .pipeline import Build, ConvertRequest, Route
 
 log = logging.getLogger(__name__)
 
@@ -46,47 +42,58 @@ QUANTIZED_FORMAT = "QOperator U8S8 per-tensor"
 INT8_OP_PREFIXES = ("QLinear", "QGemm", "ConvInteger", "MatMulInteger")
 
 
-def convert(request: ConvertRequest) -> ConvertResult:
-    """Quantizes ``request.source`` to ``request.out``; JetracerError (and OUT untouched) for bad input or a result
-    that disagrees with the source beyond the INT8 tolerance."""
-    import onnx
+class OnnxRuntimeInt8(Route):
+    command = "--backend onnxruntime"
+    backend = "onnxruntime"
+    what = "the ONNX Runtime INT8 model"
+    precisions = ("int8",)
+    sources = (".onnx",)
+    source_kind = "an FP32 .onnx model (make one with `jetracer-trt export`)"
 
-    start = time.perf_counter()
-    source, out = Path(request.source), Path(request.out)
-    check_request(request)
-    frames = split_frames(request.calib_dir, request.calib_frames, request.verify_frames)
-    for note in frames.notes:
-        log.warning("%s", note)
+    def precision_hint(self, precision: str) -> str:
+        if precision == "fp32":
+            return ("for fp32 there is nothing to convert: the FP32 .onnx already is the ONNX Runtime model")
+        if precision == "fp16":
+            return "fp16 is for GPUs: use --backend tensorrt (Jetson) or --backend torch (a CUDA GPU without TensorRT)"
+        return super().precision_hint(precision)
 
-    with tempfile.TemporaryDirectory(prefix="jetracer-int8-") as work:
-        prepared = plain_fp32_graph(source, Path(work) / "fp32.onnx")
+    def check(self, request: ConvertRequest) -> None:
+        if request.out.suffix != ".onnx":
+            raise JetracerError(f"--out {request.out} must be an .onnx file (ONNX Runtime loads it by that name)")
+
+    def build(self, request: ConvertRequest, contract: ModelContract, frames: FrameSplit, out: Path,
+              work: Path) -> Build:
+        import onnx
+
+        prepared = plain_fp32_graph(request.source, work / "fp32.onnx")
         log.info("calibrating INT8 (%s) on %d frames from %s", CALIBRATION_METHOD, len(frames.calibration),
                  frames.source)
-        proto = quantize_qoperator(prepared, frames.calibration, Path(work) / "int8.onnx")
-        record_quantization(proto, source, {
+        proto = quantize_qoperator(prepared, frames.calibration, contract, work / "int8.onnx")
+        record_quantization(proto, request.source, contract, {
             "precision": "int8",
             "quantization": f"onnxruntime {_ort_version()} {QUANTIZED_FORMAT}, FP32 {', '.join(KEEP_FP32_OPS)}",
             "calibration_method": CALIBRATION_METHOD,
             "calibration_frames": str(len(frames.calibration)),
             "calibration_source": frames.source,
         })
-        with atomic_path(out) as tmp:  # OUT appears only once verified
-            try:
-                onnx.save_model(proto, str(tmp))
-            except OSError as exc:
-                raise JetracerError(f"cannot write {tmp}: {exc.strerror or exc}") from None
-            comparison = _verify(source, tmp, frames.verification, request.max_batch)
-            require_match(comparison, "the ONNX Runtime INT8 model", out)
+        try:
+            onnx.save_model(proto, str(out))
+        except OSError as exc:
+            raise JetracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+        return Build(notes=layer_precisions(proto) if request.verbose else [])
 
-    notes = list(frames.notes) + (layer_precisions(proto) if request.verbose else [])
-    return ConvertResult(path=out, backend="onnxruntime", precision="int8", comparison=comparison,
-                         seconds=time.perf_counter() - start, files=[out], notes=notes)
+    def load_options(self, request: ConvertRequest) -> dict:
+        return {"providers": ["CPUExecutionProvider"]}  # the CPU kernels the INT8 format was chosen for
 
 
-def quantize_qoperator(prepared: Path, calibration_frames, out: Path):
+ROUTE = OnnxRuntimeInt8()
+convert = ROUTE.convert
+
+
+def quantize_qoperator(prepared: Path, calibration_frames, contract: ModelContract, out: Path):
     """``quantize_static`` of the prepared FP32 graph (``plain_fp32_graph``) in this route's format, calibrated on
-    RGB uint8 ``calibration_frames``; returns the INT8 ModelProto (also written to ``out``). JetracerError if the
-    quantizer fails or leaves any Conv unquantized."""
+    RGB uint8 ``calibration_frames`` normalized for ``contract``; returns the INT8 ModelProto (also written to
+    ``out``). JetracerError if the quantizer fails or leaves any Conv unquantized."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -95,7 +102,7 @@ def quantize_qoperator(prepared: Path, calibration_frames, out: Path):
     keep_fp32 = [node.name for node in graph.node if node.op_type in KEEP_FP32_OPS]
     try:
         quantize_static(
-            str(prepared), str(out), FrameBatches(calibration_frames, graph.input[0].name),
+            str(prepared), str(out), FrameBatches(calibration_frames, graph.input[0].name, contract),
             quant_format=QuantFormat.QOperator, per_channel=False, reduce_range=False,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod[CALIBRATION_METHOD], nodes_to_exclude=keep_fp32,
@@ -109,29 +116,6 @@ def quantize_qoperator(prepared: Path, calibration_frames, out: Path):
         raise JetracerError(f"only {ops['QLinearConv']} of {convs} convolutions were quantized; is the source the "
                             "FP32 road-following model exported by `jetracer-trt export`?")
     return proto
-
-
-def check_request(request: ConvertRequest) -> None:
-    """JetracerError, before any work, for what this route cannot do or must not overwrite."""
-    source, out = Path(request.source), Path(request.out)
-    if request.precision in ("fp32", "fp16"):
-        raise JetracerError(
-            f"--backend onnxruntime converts to int8 only. For fp32 there is nothing to convert: the FP32 .onnx "
-            f"({source.name}) already is the ONNX Runtime model. fp16 is for GPUs: use --backend tensorrt (Jetson) "
-            f"or --backend torch (a CUDA GPU without TensorRT).")
-    if request.precision != "int8":
-        raise JetracerError(f"unknown precision {request.precision!r}; --backend onnxruntime takes int8")
-    if source.suffix != ".onnx":
-        raise JetracerError(f"--backend onnxruntime quantizes an FP32 .onnx model, got {source}; make one with "
-                            "`jetracer-trt export`")
-    if not source.is_file():
-        raise JetracerError(f"model file not found: {source}")
-    if out.resolve() == source.resolve():
-        raise JetracerError(f"--out {out} is the source model; write the INT8 model beside it, e.g. "
-                            f"{source.with_name(source.name.split('.')[0] + '.int8.onnx')}")
-    check_output(out, request.force)
-    if out.suffix != ".onnx":
-        raise JetracerError(f"--out {out} must be an .onnx file (ONNX Runtime loads it by that name)")
 
 
 def layer_precisions(proto) -> list[str]:
@@ -155,17 +139,6 @@ def layer_precisions(proto) -> list[str]:
             int8_tensors.update(node.output)
         lines.append(f"{node.op_type:<24} {node.name:<48} {kind}")
     return lines
-
-
-def _verify(source: Path, candidate: Path, frames, max_batch: int):
-    """The candidate through the ONNX Runtime engine (the runtime's own loading and checks) vs the FP32 source."""
-    from ..engines import create_engine
-
-    with create_engine("onnxruntime", candidate, providers=["CPUExecutionProvider"], max_batch=max_batch) as engine:
-        if engine.precision != "int8":
-            raise JetracerError(f"the ONNX Runtime engine reads precision {engine.precision!r} from the INT8 model")
-        candidate_outputs = engine_outputs(engine, frames)
-    return compare(reference_outputs(source, frames), candidate_outputs, "int8")
 
 
 def _ort_version() -> str:

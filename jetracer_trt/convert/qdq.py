@@ -7,7 +7,8 @@ TensorRT's own fusion rules, which a hand-written pass would have to track relea
 
 What ModelOpt is given: the FP32 graph with plain FP32 weights (``calibration.plain_fp32_graph``: the shipped
 model's FP16+Cast weights folded, BatchNormalization folded into the Convs, as TensorRT would fuse them anyway) and
-the calibration frames normalized by the runtime's ``Preprocessor`` as one (N, 3, H, W) float32 array. Calibration
+the calibration frames normalized by the runtime's ``Preprocessor`` for the model's contract as one (N, 3, H, W)
+float32 array. Calibration
 ``max``: mean |dx| 5.1e-3 against FP32 on 600 held-out simulator frames (512 calibration frames, run by ONNX Runtime
 on CPU); ModelOpt's default ``entropy`` gave 1.5e-2 where ``max`` gave 4.0e-3 (64 calibration frames, 64 held-out).
 Layers left unquantized are stored in FP16 (ModelOpt's default ``high_precision_dtype``), what a Jetson runs them
@@ -26,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import ModelContract
 from ..errors import JetracerError
 from ..fileio import atomic_path
-from .calibration import normalized_batch, plain_fp32_graph, record_quantization
+from ..preprocess import Preprocessor
+from .calibration import plain_fp32_graph, record_quantization
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +40,10 @@ MODELOPT_HINT = ("pip install -c constraints.txt -e '.[quantize]' in the project
                  "onnx-graphsurgeon, onnxslim, onnxscript and lief)")
 
 
-def make_qdq_onnx(source_onnx: Path, frames: np.ndarray, out: Path) -> Path:
+def make_qdq_onnx(source_onnx: Path, frames: np.ndarray, contract: ModelContract, out: Path) -> Path:
     """Writes (atomically) the explicit Q/DQ INT8 version of ``source_onnx`` to ``out``, calibrated on ``frames``
-    (RGB uint8, (N, H, W, 3)); returns ``out``. JetracerError when ModelOpt is missing, fails, or leaves a Conv
-    without Q/DQ on its input and weights."""
+    (RGB uint8, (N, H, W, 3)) normalized for ``contract``; returns ``out``. JetracerError when ModelOpt is missing,
+    fails, or leaves a Conv without Q/DQ on its input and weights."""
     source_onnx, out = Path(source_onnx), Path(out)
     try:
         from modelopt.onnx.quantization import quantize
@@ -58,7 +61,7 @@ def make_qdq_onnx(source_onnx: Path, frames: np.ndarray, out: Path) -> Path:
         quantized = Path(work) / "qdq.onnx"
         log.info("calibrating Q/DQ INT8 (ModelOpt, %s) on %d frames", CALIBRATION_METHOD, len(frames))
         try:
-            quantize(str(prepared), quantize_mode="int8", calibration_data=normalized_batch(frames),
+            quantize(str(prepared), quantize_mode="int8", calibration_data=Preprocessor(contract).batch(frames),
                      calibration_method=CALIBRATION_METHOD, calibration_eps=["cpu"], output_path=str(quantized),
                      log_level="WARNING")
         except Exception as exc:  # noqa: BLE001 - ModelOpt raises many types; name the first line
@@ -69,7 +72,7 @@ def make_qdq_onnx(source_onnx: Path, frames: np.ndarray, out: Path) -> Path:
         if unquantized:
             raise JetracerError(f"ModelOpt left {len(unquantized)} convolutions without Q/DQ (e.g. {unquantized[0]}); "
                                 f"{out} was not written")
-        record_quantization(proto, source_onnx, {
+        record_quantization(proto, source_onnx, contract, {
             "precision": "int8",
             "quantization": f"modelopt {_modelopt_version()} int8 Q/DQ for TensorRT",
             "calibration_method": CALIBRATION_METHOD,

@@ -1,9 +1,9 @@
 """``jetracer-trt convert --backend tensorrt``: ONNX -> TensorRT engine for this GPU, verified before it is saved.
 
-Steps of ``convert``:
+The route's part of the pipeline (``pipeline.py`` checks, verifies the engine through ``TensorRTEngine`` loaded
+from its temporary file against the source on ONNX Runtime FP32, and writes it with its sidecar):
 
-1. Refuse early: a bad request, an output that is a valid engine already (or not an engine at all) without
-   ``--force``, TensorRT not installed.
+1. Refuse early: a bad workspace, TensorRT not installed.
 2. The network's source ONNX, by precision and TensorRT version:
 
    * fp32: the source as it is; TF32 is switched off, or convolutions would round their inputs to 10 bits and miss
@@ -11,7 +11,7 @@ Steps of ``convert``:
    * fp16: TensorRT 10 keeps the FP16 builder flag (weak typing: TensorRT picks FP16 kernels where it can);
      TensorRT 11 removed it and builds strongly typed networks only, so the source is first turned into an FP16
      ONNX with ModelOpt AutoCast (FP32 inputs and outputs kept);
-   * int8: a Q/DQ ONNX from ``convert/qdq.py`` (ModelOpt ONNX PTQ on calibration frames; TensorRT 11 has no
+   * int8: a Q/DQ ONNX from ``convert/qdq.py`` (ModelOpt ONNX PTQ on the calibration frames; TensorRT 11 has no
      implicit INT8 calibration), built as a strongly typed network on both versions, so every layer runs in the
      type the Q/DQ graph gives it.
 
@@ -20,105 +20,75 @@ Steps of ``convert``:
    profile (batch 1 / 1 / ``max_batch``), a timing cache shared by the builds in the output's folder (loaded, then
    written back), and with ``--verbose`` detailed profiling verbosity so that every layer and its precision can be
    listed.
-4. Verify: the new engine, loaded through ``TensorRTEngine`` from a temporary file, against the source model
-   (ONNX Runtime FP32) on the same frames, with the tolerance of its precision. Only then are the engine and its
-   sidecar renamed into place.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
-from ..engines import sidecar as sidecars
+from ..contract import ModelContract
 from ..engines.base import PRECISIONS
-from ..engines.tensorrt_engine import TensorRTEngine, import_tensorrt
+from ..engines.tensorrt_engine import import_tensorrt
 from ..errors import JetracerError
 from ..fileio import atomic_write_bytes
-from ..verify import compare, engine_outputs, reference_outputs, require_match, verification_frames
-from .common import ConvertRequest, ConvertResult
+from .calibration import FrameSplit
+from .pipeline import Build, ConvertRequest, Route
 
 log = logging.getLogger(__name__)
 
 TIMING_CACHE_NAME = "tensorrt.timing.cache"  # beside the output, shared by every build in that folder
 
 
-def convert(request: ConvertRequest) -> ConvertResult:
-    """Builds, verifies and writes ``request.out`` (a TensorRT plan) and its sidecar; see the module docstring."""
-    started = time.perf_counter()
-    source, out = Path(request.source), Path(request.out)
-    check_request(request)
-    platform = sidecars.current_platform()
-    sidecars.refuse_overwrite(out, source, platform, request.force)
-    trt = import_tensorrt()
-    config = load_config("model")
-    input_shape = [-1, 3, int(config["input_height"]), int(config["input_width"])]
-    frames = verification_frames(request.calib_dir, request.verify_frames)
-    reference = reference_outputs(source, frames)
-    cache_path = out.with_name(TIMING_CACHE_NAME)
-    notes: list[str] = []
+class TensorRTBuild(Route):
+    command = "--backend tensorrt"
+    backend = "tensorrt"
+    what = "the TensorRT engine"
+    precisions = PRECISIONS
+    sources = (".onnx",)
+    source_kind = ("an ONNX model (export a checkpoint with `jetracer-trt export` first, or use --via torch2trt for "
+                   "a checkpoint)")
+    engine = True
 
-    with tempfile.TemporaryDirectory(prefix="jetracer-trt-") as work:
-        network_onnx, strongly_typed, note = network_source(trt, request, Path(work))
-        notes.append(note)
-        plan, builder_record = build_plan(trt, network_onnx, request, strongly_typed, input_shape, cache_path)
+    def check(self, request: ConvertRequest) -> None:
+        if request.workspace_mb < 1:
+            raise JetracerError(f"the builder workspace must be at least 1 MB, got {request.workspace_mb}")
+        import_tensorrt()
 
-    fields: dict[str, Any] = {
-        "backend": "tensorrt", **platform, "precision": request.precision,
-        "input_name": str(config["onnx_input_name"]), "output_name": str(config["onnx_output_name"]),
-        "input_shape": input_shape, "max_batch": request.max_batch,
-        "source": str(source), "source_sha256": sidecars.source_hash(source),
-        "artifact_sha256": hashlib.sha256(plan).hexdigest(), "builder": builder_record,
-    }
-    if request.precision == "int8":
-        fields["calibration"] = {"calib_dir": str(request.calib_dir) if request.calib_dir else None,
-                                 "calib_frames": request.calib_frames}
-    with sidecars.staged_artifact(out) as tmp:
-        tmp.write_bytes(plan)
-        sidecars.write_sidecar(tmp, fields)
-        with TensorRTEngine(tmp, max_batch=request.max_batch, source=source) as engine:
-            comparison = compare(reference, engine_outputs(engine, frames), request.precision)
-            if request.verbose:
-                notes.extend(engine.layer_report())
-        require_match(comparison, f"the TensorRT {request.precision} engine", out)
-        sidecars.write_sidecar(tmp, {**fields, "verification": comparison.as_dict()})
-    notes.append(f"verified against {source}: {comparison.report()}")
-    return ConvertResult(path=out, backend="tensorrt", precision=request.precision, comparison=comparison,
-                         seconds=time.perf_counter() - started,
-                         files=[out, sidecars.sidecar_path(out), cache_path], notes=notes)
+    def build(self, request: ConvertRequest, contract: ModelContract, frames: FrameSplit, out: Path,
+              work: Path) -> Build:
+        trt = import_tensorrt()
+        cache_path = request.out.with_name(TIMING_CACHE_NAME)  # beside OUT, kept for the next build
+        network_onnx, strongly_typed, note = network_source(trt, request, contract, frames, work)
+        plan, builder_record = build_plan(trt, network_onnx, request, contract, strongly_typed, cache_path)
+        out.write_bytes(plan)
+        sidecar: dict[str, Any] = {"builder": builder_record}
+        if request.precision == "int8":
+            sidecar["calibration"] = {"calib_dir": str(request.calib_dir) if request.calib_dir else None,
+                                      "calib_frames": len(frames.calibration)}
+        return Build(notes=[note], sidecar=sidecar, files=[cache_path])
+
+    def load_options(self, request: ConvertRequest) -> dict:
+        return {"source": request.source}
+
+    def report(self, engine, request: ConvertRequest) -> list[str]:
+        return engine.layer_report() if request.verbose else []
 
 
-def check_request(request: ConvertRequest) -> None:
-    """JetracerError for a request this route cannot do, before anything heavy is imported."""
-    if request.precision not in PRECISIONS:
-        raise JetracerError(f"unknown precision {request.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    source = Path(request.source)
-    if source.suffix != ".onnx":
-        raise JetracerError(f"the TensorRT route builds from an ONNX model, got {source}; export a checkpoint "
-                            "with `jetracer-trt export` first (or use --via torch2trt for a checkpoint)")
-    if not source.is_file():
-        raise JetracerError(f"source model not found: {source}")
-    if isinstance(request.max_batch, bool) or not isinstance(request.max_batch, int) or request.max_batch < 1:
-        raise JetracerError(f"max batch must be a positive integer, got {request.max_batch!r}")
-    if request.workspace_mb < 1:
-        raise JetracerError(f"the builder workspace must be at least 1 MB, got {request.workspace_mb}")
-    if not Path(request.out).parent.is_dir():
-        raise JetracerError(f"output folder {Path(request.out).parent} does not exist")
+ROUTE = TensorRTBuild()
+convert = ROUTE.convert
 
 
-def network_source(trt, request: ConvertRequest, work: Path) -> tuple[Path, bool, str]:
+def network_source(trt, request: ConvertRequest, contract: ModelContract, frames: FrameSplit,
+                   work: Path) -> tuple[Path, bool, str]:
     """(ONNX to parse, whether to build it strongly typed, a note for the user) for ``request.precision``."""
     source = Path(request.source)
     if request.precision == "int8":
         from .qdq import make_qdq_onnx
 
-        calibration = verification_frames(request.calib_dir, request.calib_frames)
-        qdq = make_qdq_onnx(source, calibration, work / "qdq.onnx")
-        return qdq, True, f"INT8: explicit Q/DQ ONNX calibrated on {len(calibration)} frames, built strongly typed"
+        qdq = make_qdq_onnx(source, frames.calibration, contract, work / "qdq.onnx")
+        return qdq, True, (f"INT8: explicit Q/DQ ONNX calibrated on {len(frames.calibration)} frames, built "
+                           "strongly typed")
     if request.precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
         return autocast_fp16(source, work / "fp16.onnx"), True, (
             f"FP16: TensorRT {trt.__version__} has no FP16 builder flag; built strongly typed from a ModelOpt "
@@ -140,9 +110,10 @@ def autocast_fp16(source: Path, out: Path) -> Path:
     return out
 
 
-def build_plan(trt, onnx_path: Path, request: ConvertRequest, strongly_typed: bool, input_shape: list[int],
+def build_plan(trt, onnx_path: Path, request: ConvertRequest, contract: ModelContract, strongly_typed: bool,
                cache_path: Path) -> tuple[bytes, dict[str, Any]]:
     """(serialized plan, what the builder was told, for the sidecar)."""
+    input_shape = [-1, 3, contract.input_height, contract.input_width]
     logger = trt.Logger(trt.Logger.INFO if request.verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
@@ -152,7 +123,7 @@ def build_plan(trt, onnx_path: Path, request: ConvertRequest, strongly_typed: bo
         errors = [parser_error_text(parser.get_error(i)) for i in range(parser.num_errors)]
         reasons = "; ".join(errors) or "no reason given"
         raise JetracerError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {reasons}")
-    input_name = _check_network(network, input_shape, request.max_batch)
+    input_name = _check_network(network, input_shape, len(contract.outputs), request.max_batch)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mb << 20)
@@ -212,11 +183,11 @@ def parser_error_text(error) -> str:
     return f"{node}{operator}: {error.desc()}"
 
 
-def _check_network(network, input_shape: list[int], max_batch: int) -> str:
-    """The input's name, after checking the parsed network is one [N, 3, H, W] input and one [N, 2] output."""
+def _check_network(network, input_shape: list[int], outputs: int, max_batch: int) -> str:
+    """The input's name, after checking the parsed network is one [N, 3, H, W] input and one output."""
     if network.num_inputs != 1 or network.num_outputs != 1:
-        raise JetracerError(f"the model has {network.num_inputs} inputs and {network.num_outputs} outputs; the road "
-                            "model has one input (image) and one output (target)")
+        raise JetracerError(f"the model has {network.num_inputs} inputs and {network.num_outputs} outputs; expected "
+                            f"one input (the image) and one output ({outputs} values per frame)")
     tensor = network.get_input(0)
     shape = list(tensor.shape)
     if len(shape) != 4 or shape[1:] != input_shape[1:]:

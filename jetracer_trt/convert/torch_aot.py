@@ -3,114 +3,118 @@
 The model is exported with ``torch.export`` (batch dimension dynamic from 1 to ``max(2, max_batch)``) and compiled
 ahead of time by AOTInductor for CUDA when PyTorch sees a GPU (FP32 or FP16: model and input in half, channels_last),
 else for the CPU (FP32 only). Loading the package takes seconds, so a car without TensorRT starts quickly instead of
-compiling at start-up. The package is checked through ``TorchEngine`` against the FP32 checkpoint on real frames
-and written (atomically) only if it agrees within the tolerance of its precision. The check runs in a child
-process: loading a package can crash the process that loads it (seen with PyTorch 2.11.0+cu130 on an H200 machine:
-even a minimal static FP32 package, for CUDA or for the CPU, died with SIGSEGV inside ``aoti_load_package``'s C++
-loader, in a fresh process too), and that must end as a clear error with nothing written, not as a dead (or hung)
-``convert``. Its precision, device and input layout are stored in the package's own metadata
-(``AOTICompiledModel.get_metadata()``), which ``TorchEngine`` reads, with the checkpoint's name and SHA-256
-(``artifacts.PACKAGE_SOURCE_SHA256``), which ``backend auto`` compares with the checkpoint the ONNX model records
-before it runs the package in that model's place.
+compiling at start-up. The pipeline (``pipeline.py``) checks the package through ``TorchEngine`` against the FP32
+checkpoint on real frames and writes it only if it agrees within the tolerance of its precision. The check runs in
+a child process: loading a package can crash the process that loads it (seen with PyTorch 2.11.0+cu130 on an H200
+machine: even a minimal static FP32 package, for CUDA or for the CPU, died with SIGSEGV inside
+``aoti_load_package``'s C++ loader, in a fresh process too), and that must end as a clear error with nothing
+written, not as a dead (or hung) ``convert``. Its precision, device, input layout and model contract are stored in
+the package's own metadata (``AOTICompiledModel.get_metadata()``), which ``TorchEngine`` reads, with the
+checkpoint's name and SHA-256 (``artifacts.PACKAGE_SOURCE_SHA256``), which ``backend auto`` compares with the
+checkpoint the ONNX model records before it runs the package in that model's place.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from ..contract import CONTRACT_KEY, ModelContract, contract_from_record
+from ..engines.artifacts import converted_path
 from ..errors import JetracerError
-from ..fileio import atomic_path
-from .common import ConvertRequest, ConvertResult, check_output
+from .calibration import FrameSplit
+from .pipeline import Build, ConvertRequest, Loaded, Route
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16")
 # Loading a package takes seconds to a minute (49 s for ResNet18 on the H200 machine); a child still busy after this
 # long is stuck, and convert must end with an error rather than wait forever.
 CHILD_TIMEOUT_S = 600
 
 
-def convert(request: ConvertRequest) -> ConvertResult:
-    """Compiles ``request.source`` (a checkpoint) into ``request.out`` (a ``.pt2``), verified before it is written."""
-    start = time.perf_counter()
-    source, out = Path(request.source), Path(request.out)
-    _check_request(request, source, out)
+class TorchPackage(Route):
+    command = "--backend torch"
+    backend = "torch"
+    what = "the AOTInductor package"
+    precisions = ("fp32", "fp16")
+    sources = (".pt", ".pth")
+    source_kind = "a PyTorch checkpoint (.pt, .pth): pass the .pt the ONNX model was exported from"
+
+    def default_out(self, source: Path, precision: str) -> Path:
+        return converted_path(source, self.backend, precision, _device())
+
+    def precision_hint(self, precision: str) -> str:
+        if precision == "int8":
+            return "for INT8 use --backend onnxruntime (CPU) or --backend tensorrt (GPU)"
+        return super().precision_hint(precision)
+
+    def check(self, request: ConvertRequest) -> None:
+        if request.out.suffix != ".pt2":
+            raise JetracerError(f"an AOTInductor package is a .pt2 file; --out {request.out} should end in .pt2")
+        if request.precision == "fp16" and _device() != "cuda":
+            raise JetracerError("an FP16 torch package needs a CUDA GPU, and PyTorch sees none here; use --precision "
+                                "fp32 for the CPU (or --backend onnxruntime --precision int8 for a faster CPU model)")
+
+    def build(self, request: ConvertRequest, contract: ModelContract, frames: FrameSplit, out: Path,
+              work: Path) -> Build:
+        import torch
+
+        from ..engines.artifacts import PACKAGE_SOURCE_SHA256
+        from ..engines.sidecar import source_hash
+        from ..engines.torch_engine import META_CHANNELS_LAST, META_PRECISION
+        from ..model import load_checkpoint
+
+        device = _device()
+        channels_last = device == "cuda"  # cuDNN's FP16 convolutions prefer NHWC; the CPU path stages plain NCHW
+        metadata = {META_PRECISION: request.precision, META_CHANNELS_LAST: "1" if channels_last else "0",
+                    CONTRACT_KEY: contract.to_json(), "jetracer_device": device,
+                    "jetracer_source": request.source.name, PACKAGE_SOURCE_SHA256: source_hash(request.source),
+                    "jetracer_torch": str(torch.__version__)}
+        max_batch = max(2, request.max_batch)
+        log.info("compiling %s for %s %s with AOTInductor (batches 1-%d); this takes a few minutes",
+                 request.source, device, request.precision, max_batch)
+        _compile(load_checkpoint(request.source)[0], out, contract, device, request.precision, channels_last,
+                 max_batch, metadata)
+        return Build(notes=[f"compiled for {device}; batches 1 to {max_batch}"])
+
+    def run_result(self, request: ConvertRequest, candidate: Path, frames: np.ndarray) -> Loaded:
+        """The package run by ``TorchEngine`` in a child process (loading one can crash the process)."""
+        work = candidate.parent
+        np.save(work / "frames.npy", frames)
+        command = [sys.executable, "-m", __name__, str(candidate), str(work / "frames.npy"),
+                   str(work / "outputs.npy"), _device(), request.precision, str(request.max_batch)]
+        report = json.loads(run_child(command, "loading and running the compiled package",
+                                      _child_env()).strip().splitlines()[-1])
+        return Loaded(np.load(work / "outputs.npy"), report["precision"],
+                      contract_from_record(report, candidate.name), [f"ran as {report['engine']}"])
+
+
+ROUTE = TorchPackage()
+convert = ROUTE.convert
+
+
+def _device() -> str:
+    """Where a package compiled here runs: CUDA when PyTorch sees a GPU, else the CPU."""
     import torch
 
-    from .. import verify
-    from ..engines.artifacts import PACKAGE_SOURCE_SHA256
-    from ..engines.sidecar import source_hash
-    from ..engines.torch_engine import CHECKPOINT_SUFFIXES, META_CHANNELS_LAST, META_PRECISION
-    from ..model import load_checkpoint
-
-    if source.suffix not in CHECKPOINT_SUFFIXES:
-        raise JetracerError(f"--backend torch compiles a PyTorch checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}), "
-                            f"not {source.name}; pass the .pt the ONNX model was exported from")
-    cuda = torch.cuda.is_available()
-    if request.precision == "fp16" and not cuda:
-        raise JetracerError("an FP16 torch package needs a CUDA GPU, and PyTorch sees none here; use --precision "
-                            "fp32 for the CPU (or --backend onnxruntime --precision int8 for a faster CPU model)")
-    device = "cuda" if cuda else "cpu"
-    channels_last = cuda  # cuDNN's FP16 convolutions prefer NHWC; the CPU path stages plain NCHW
-    model, _ = load_checkpoint(source)
-    frames = verify.verification_frames(request.calib_dir, request.verify_frames)
-    reference = verify.reference_outputs(source, frames)
-    metadata = {META_PRECISION: request.precision, META_CHANNELS_LAST: "1" if channels_last else "0",
-                "jetracer_device": device, "jetracer_source": source.name,
-                PACKAGE_SOURCE_SHA256: source_hash(source), "jetracer_torch": str(torch.__version__)}
-    max_batch = max(2, request.max_batch)
-    with tempfile.TemporaryDirectory(prefix=".torch-aot-", dir=out.parent) as work:
-        package = Path(work) / out.name  # AOTInductor and TorchEngine both want the .pt2 suffix
-        log.info("compiling %s for %s %s with AOTInductor (batches 1-%d); this takes a few minutes",
-                 source, device, request.precision, max_batch)
-        _compile(model, package, device, request.precision, channels_last, max_batch, metadata)
-        candidate, described = _package_outputs(package, frames, device, request.precision, request.max_batch)
-        comparison = verify.compare(reference, candidate, request.precision)
-        verify.require_match(comparison, f"AOTInductor package ({described})", out)
-        try:
-            with atomic_path(out) as tmp:
-                shutil.move(package, tmp)
-        except OSError as exc:
-            raise JetracerError(f"cannot write {out}: {exc.strerror or exc}") from None
-    notes = [f"compiled for {described}; batches 1 to {max_batch}", f"verification: {comparison.report()}"]
-    return ConvertResult(path=out, backend="torch", precision=request.precision, comparison=comparison,
-                         seconds=time.perf_counter() - start, files=[out], notes=notes)
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _check_request(request: ConvertRequest, source: Path, out: Path) -> None:
-    """Everything that can be refused before PyTorch is imported and minutes are spent compiling."""
-    if request.precision not in PRECISIONS:
-        hint = ("for INT8 use --backend onnxruntime (CPU) or --backend tensorrt (GPU)"
-                if request.precision == "int8" else f"choose one of {', '.join(PRECISIONS)}")
-        raise JetracerError(f"--backend torch compiles {' or '.join(PRECISIONS)}, not {request.precision}; {hint}")
-    if not source.is_file():
-        raise JetracerError(f"checkpoint {source} not found")
-    if out.suffix != ".pt2":
-        raise JetracerError(f"an AOTInductor package is a .pt2 file; --out {out} should end in .pt2")
-    check_output(out, request.force)
-    if request.max_batch < 1:
-        raise JetracerError(f"--max-batch must be at least 1, got {request.max_batch}")
-
-
-def _compile(model, package: Path, device: str, precision: str, channels_last: bool, max_batch: int,
-             metadata: dict[str, str]) -> None:
+def _compile(model, package: Path, contract: ModelContract, device: str, precision: str, channels_last: bool,
+             max_batch: int, metadata: dict[str, str]) -> None:
     """torch.export with a dynamic batch, then AOTInductor into ``package``."""
     import torch
 
     dtype = torch.float16 if precision == "fp16" else torch.float32
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, dtype=dtype).to(memory_format=memory_format)
-    height, width = _input_size()
+    height, width = contract.input_height, contract.input_width
     # a batch of 2 as the example: export would specialise a batch of 1 as a constant
     example = torch.zeros((2, 3, height, width), dtype=dtype, device=device).to(memory_format=memory_format)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
@@ -123,24 +127,6 @@ def _compile(model, package: Path, device: str, precision: str, channels_last: b
         text = str(exc).strip().splitlines()
         raise JetracerError(f"AOTInductor could not compile the model for {device}: "
                             f"{text[0][:300] if text else type(exc).__name__}") from None
-
-
-def _input_size() -> tuple[int, int]:
-    from ..config import load_config
-
-    cfg = load_config("model")
-    return int(cfg["input_height"]), int(cfg["input_width"])
-
-
-def _package_outputs(package: Path, frames: np.ndarray, device: str, precision: str,
-                     max_batch: int) -> tuple[np.ndarray, str]:
-    """(outputs on ``frames``, engine description) of ``package`` run by ``TorchEngine`` in a child process."""
-    work = package.parent
-    np.save(work / "frames.npy", frames)
-    command = [sys.executable, "-m", __name__, str(package), str(work / "frames.npy"), str(work / "outputs.npy"),
-               device, precision, str(max_batch)]
-    report = run_child(command, "loading and running the compiled package", _child_env())
-    return np.load(work / "outputs.npy"), json.loads(report.strip().splitlines()[-1])["engine"]
 
 
 def run_child(command: list[str], what: str, env: dict[str, str] | None = None,
@@ -180,7 +166,7 @@ def _torch_version() -> str:
 
 
 def _child_main(argv: list[str]) -> int:
-    """The child of ``_package_outputs``: package, frames.npy, outputs.npy, device, precision, max_batch."""
+    """The child of ``TorchPackage.run_result``: package, frames.npy, outputs.npy, device, precision, max_batch."""
     from .. import verify
     from ..engines.torch_engine import TorchEngine
 
@@ -189,7 +175,8 @@ def _child_main(argv: list[str]) -> int:
         with TorchEngine(package, max_batch=int(max_batch), device=device, precision=precision) as engine:
             engine.warmup()
             np.save(outputs_path, verify.engine_outputs(engine, np.load(frames_path)))
-            print(json.dumps({"engine": engine.describe()}))
+            print(json.dumps({"engine": engine.describe(), "precision": engine.precision,
+                              CONTRACT_KEY: engine.contract.as_dict()}))
     except JetracerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@
 | torch        | ``.pt`` checkpoint, or ``.pt2`` AOTInductor  | CUDA (FP16/FP32, CUDA graphs) or CPU      |
 | tensorrt     | ``.engine`` plan + its ``.json`` sidecar     | CUDA GPU with TensorRT 10/11              |
 | torch2trt    | ``.pth`` TRTModule state dict + sidecar      | CUDA GPU with torch2trt                   |
+
+Every engine runs the model by the contract its file carries (``engine.contract``, ``contract.py``).
 """
 from __future__ import annotations
 
@@ -37,13 +39,14 @@ def engine_class(backend: str) -> type[InferenceEngine]:
     return getattr(importlib.import_module(f".{module}", __name__), cls)
 
 
-def create_engine(backend: str, model_path, **options) -> InferenceEngine:
+def create_engine(backend: str, model_path, task: str | None = None, **options) -> InferenceEngine:
     """An engine for ``backend`` loaded from ``model_path``; ``auto`` picks the backend and file (``select.py``)
     and logs what it picked and why.
 
-    ``options`` are the common ones (``max_batch``, ``threads``, ``precision``, ``device``) plus a backend's own;
-    those the chosen backend does not take (``threads`` for a GPU backend) are ignored, so callers never branch on
-    the backend.
+    ``task``: the task the model must do (``contract.ROAD_FOLLOWING``); a model whose contract names another is
+    refused with JetracerError. ``options`` are the common ones (``max_batch``, ``threads``, ``precision``,
+    ``device``) plus a backend's own; those the chosen backend does not take (``threads`` for a GPU backend) are
+    ignored, so callers never branch on the backend.
     """
     selection = ""
     if backend == "auto":
@@ -62,6 +65,12 @@ def create_engine(backend: str, model_path, **options) -> InferenceEngine:
     engine = cls(model_path, **used)
     engine.selection = selection
     engine.model_path = Path(model_path)
+    if task is not None:
+        try:
+            engine.contract.require_task(task, model_path)
+        except JetracerError:
+            engine.close()
+            raise
     return engine
 
 

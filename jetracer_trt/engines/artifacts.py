@@ -1,11 +1,11 @@
 """Where converted models sit beside their source, so that ``backend auto`` can find them without being told, and
 what each of them records about the file it was made from, so that it is used only with that file.
 
-``models/road_following.onnx`` is the source; ``jetracer-trt convert`` writes (when asked to, with these ``--out``
-names) ``road_following.int8.onnx`` (ONNX Runtime INT8), ``road_following.<precision>.engine`` (TensorRT, with
+``models/road_following.onnx`` is the source; ``jetracer-trt convert`` writes, unless given another ``--out``,
+``road_following.int8.onnx`` (ONNX Runtime INT8), ``road_following.<precision>.engine`` (TensorRT, with
 ``.engine.json`` beside it), ``road_following.<precision>.<device>.pt2`` (PyTorch AOTInductor) and
 ``road_following.<precision>.trt.pth`` (torch2trt). ``road_following.pt`` is the checkpoint the ONNX was exported
-from.
+from (``jetracer-trt export`` writes ``<checkpoint stem>.onnx`` beside the checkpoint unless given ``--out``).
 
 Every made file records the SHA-256 of the file it was made from, inside itself where its format has room for it:
 

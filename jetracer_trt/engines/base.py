@@ -1,17 +1,21 @@
 """The one interface every inference backend implements; nodes, the simulator and the benchmark never know which
 one runs.
 
-An engine is built once: model loaded, input and output buffers preallocated for up to ``max_batch`` frames, and a
-warm-up run so that the first real frame is not slow. Then every call goes through the same two steps:
+An engine is built once: model loaded with its contract (``contract.py``: read from the model file), input and
+output buffers preallocated for up to ``max_batch`` frames, and a warm-up run so that the first real frame is not
+slow. Then every call goes through the same two steps:
 
-1. ``_stage(frames, n)``: uint8 RGB frames -> the model's input buffer. CPU backends use ``preprocess.Preprocessor``
-   (the one place a frame becomes a tensor); CUDA backends copy the uint8 frames into a pinned buffer and normalize
-   on the GPU (``engines/cuda_stage.py``), with the same arithmetic.
-2. ``_execute(n)``: the model on the first ``n`` staged frames; returns the outputs as a host array (n, 2) that the
-   engine owns and overwrites on the next call. On a GPU this is where the one host synchronisation happens.
+1. staging: uint8 RGB frames -> the model's input, ready on the model's device, by the engine's ``preprocess``,
+   built from the model's contract: ``preprocess.Preprocessor`` for CPU backends; for CUDA backends
+   ``cuda_stage.CudaFrameStager``, which copies the uint8 frames into a pinned buffer, uploads them and normalizes
+   them on the GPU with the same arithmetic. Every backend stages the same way, through ``preprocess.stage``.
+2. ``_execute(n)``: the model on the first ``n`` staged inputs; returns the outputs as a host array
+   (n, outputs) that the engine owns and overwrites on the next call. On a GPU this is where the one host
+   synchronisation happens.
 
 ``infer(frame)`` is the per-frame (full) path, ``infer_batch(frames)`` the same for several frames, and
-``run_model(n)`` the model-only path on whatever was staged last, for benchmarks. None of them allocates per call.
+``run_model(n)`` the model-only path (step 2 alone) on whatever was staged last, for benchmarks: the same work on
+every backend. None of them allocates per call.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import load_config
+from ..contract import ModelContract
 from ..errors import JetracerError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -35,21 +39,26 @@ class InferenceEngine(abc.ABC):
     def __init__(self, max_batch: int = 1) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise JetracerError(f"max_batch must be a positive integer, got {max_batch!r}")
-        cfg = load_config("model")
-        self.height = int(cfg["input_height"])
-        self.width = int(cfg["input_width"])
         self.max_batch = max_batch
+        self.contract: ModelContract | None = None  # the loaded model's (set by the backend when it loads it)
+        self.preprocess = None   # a Preprocessor or CudaFrameStager of that contract (set by the backend)
         self.precision = "fp32"  # what the model computes in; backends set their own
         self.device = "cpu"      # where it runs, in words ("cpu", "cuda:0 NVIDIA H200", ...)
         self.last_model_ms = 0.0  # model-only time of the last call, for latency reports
         self.selection = ""      # with backend auto: what was picked and why (set by create_engine)
         self.model_path = None   # the file loaded (set by create_engine)
 
-    # -- what a backend implements ------------------------------------------------------------------------------
-    @abc.abstractmethod
-    def _stage(self, frames: Sequence[np.ndarray], n: int) -> None:
-        """Writes ``n`` RGB uint8 (H, W, 3) frames into the model's input buffer (resizing any of another size)."""
+    @property
+    def height(self) -> int:
+        """The model's input height (its contract's)."""
+        return self.contract.input_height
 
+    @property
+    def width(self) -> int:
+        """The model's input width (its contract's)."""
+        return self.contract.input_width
+
+    # -- what a backend implements ------------------------------------------------------------------------------
     @abc.abstractmethod
     def _execute(self, n: int) -> np.ndarray:
         """Runs the model on the first ``n`` staged frames; returns the engine's (n, outputs) float32 host array."""
@@ -60,7 +69,7 @@ class InferenceEngine(abc.ABC):
 
         The result is a view of the engine's output buffer, overwritten by the next call: copy it to keep it.
         """
-        self._stage((frame,), 1)
+        self.preprocess.stage((frame,), 1)
         return self._timed_execute(1)[0]
 
     def infer_batch(self, frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -68,7 +77,7 @@ class InferenceEngine(abc.ABC):
         n = len(frames)
         if not 1 <= n <= self.max_batch:
             raise JetracerError(f"{self.name} engine was built for batches of 1 to {self.max_batch} frames, got {n}")
-        self._stage(frames, n)
+        self.preprocess.stage(frames, n)
         return self._timed_execute(n)
 
     def run_model(self, n: int = 1) -> np.ndarray:
@@ -76,6 +85,10 @@ class InferenceEngine(abc.ABC):
         if not 1 <= n <= self.max_batch:
             raise JetracerError(f"{self.name} engine was built for batches of 1 to {self.max_batch} frames, got {n}")
         return self._timed_execute(n)
+
+    def staged_input(self, n: int = 1) -> np.ndarray:
+        """A float32 host copy of the first ``n`` model inputs the last call staged (for checks; it allocates)."""
+        return self.preprocess.staged(n)
 
     def _timed_execute(self, n: int) -> np.ndarray:
         start = time.perf_counter()

@@ -1,5 +1,6 @@
 """ONNX Runtime backend: CPU everywhere (FP32, or the INT8 model `jetracer-trt convert` writes); the CUDA and
-TensorRT execution providers when the installed build has them."""
+TensorRT execution providers when the installed build has them. The model contract is read from the ONNX file's
+``metadata_props`` (``contract.CONTRACT_KEY``)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..contract import contract_from_record
 from ..errors import JetracerError
 from ..preprocess import Preprocessor
 from .base import InferenceEngine
@@ -47,15 +49,16 @@ class OnnxRuntimeEngine(InferenceEngine):
             raise JetracerError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider") else "cpu"
-        self.precision = self._precision(path)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.contract = contract_from_record(meta, path)
+        self.precision = self._precision(path, meta)
         self._check_io(path)
-        self.preprocess = Preprocessor(max_batch=max_batch)
-        self._output = np.empty((max_batch, 2), dtype=np.float32)
+        self.preprocess = Preprocessor(self.contract, max_batch=max_batch)
+        self._output = np.empty((max_batch, len(self.contract.outputs)), dtype=np.float32)
         # one IO binding per batch size, made on first use: inputs and outputs stay in our preallocated buffers
         self._bindings: dict[int, object] = {}
 
-    def _precision(self, path: Path) -> str:
-        meta = self.session.get_modelmeta().custom_metadata_map
+    def _precision(self, path: Path, meta: dict[str, str]) -> str:
         if "precision" in meta:  # written by `jetracer-trt convert`
             return meta["precision"]
         import onnx
@@ -64,7 +67,8 @@ class OnnxRuntimeEngine(InferenceEngine):
         return "int8" if ops & INT8_OPS else "fp32"
 
     def _check_io(self, path: Path) -> None:
-        """Refuses a model that does not take (N, 3, H, W) and give (N, 2): a clear message beats a shape crash."""
+        """Refuses a model that does not take (N, 3, H, W) and give (N, outputs) as its contract says: a clear
+        message beats a shape crash."""
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         want_hw = (self.height, self.width)
         shape = list(inputs[0].shape) if len(inputs) == 1 else None
@@ -73,9 +77,11 @@ class OnnxRuntimeEngine(InferenceEngine):
             raise JetracerError(f"model {path} takes inputs {got}, expected one input of shape "
                                 f"[N, 3, {want_hw[0]}, {want_hw[1]}]")
         out_shape = list(outputs[0].shape) if len(outputs) == 1 else None
-        if out_shape is None or len(out_shape) != 2 or out_shape[1] != 2:
+        names = self.contract.outputs
+        if out_shape is None or len(out_shape) != 2 or out_shape[1] != len(names):
             got = [list(o.shape) for o in outputs]
-            raise JetracerError(f"model {path} gives outputs {got}, expected one output of shape [N, 2] (x, y)")
+            raise JetracerError(f"model {path} gives outputs {got}, expected one output of shape [N, {len(names)}] "
+                                f"({', '.join(names)})")
         batch = shape[0]
         if isinstance(batch, int) and batch != self.max_batch and not (batch == 1 and self.max_batch == 1):
             raise JetracerError(f"model {path} has a fixed batch of {batch}; it cannot run batches of {self.max_batch}")
@@ -91,10 +97,6 @@ class OnnxRuntimeEngine(InferenceEngine):
                                 out.ctypes.data)
             self._bindings[n] = binding
         return binding
-
-    def _stage(self, frames: Sequence[np.ndarray], n: int) -> None:
-        for i in range(n):
-            self.preprocess.write(frames[i], i)
 
     def _execute(self, n: int) -> np.ndarray:
         self.session.run_with_iobinding(self._binding(n))

@@ -72,12 +72,13 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def tensorrt_engine_problems(engine: Path, source: Path | None) -> list[str]:
-    """Why ``engine`` cannot run here (empty when it can): the same sidecar checks the engine makes at load."""
+def tensorrt_engine_problems(engine: Path, source: Path | None, max_batch: int = 1) -> list[str]:
+    """Why ``engine`` cannot run here at batches up to ``max_batch`` (empty when it can): the same sidecar checks
+    the engine makes at load."""
     from .sidecar import checked_sidecar
 
     try:
-        checked_sidecar(engine, backend="tensorrt", max_batch=1, source=source)
+        checked_sidecar(engine, backend="tensorrt", max_batch=max_batch, source=source)
     except JetracerError as exc:
         return [str(exc)]
     return []

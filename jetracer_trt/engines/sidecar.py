@@ -8,8 +8,9 @@ command that rebuilds the engine for this machine (``refusal_message``).
 Fields (``write_sidecar`` adds the first four):
 
 * ``format``, ``format_version``, ``created`` (UTC, ISO 8601), ``jetracer_trt_version``;
-* ``backend`` ("tensorrt" or "torch2trt"), ``precision``, ``input_name``, ``output_name``, ``input_shape``
-  (``[-1, 3, H, W]``), ``max_batch``;
+* ``backend`` ("tensorrt" or "torch2trt"), ``precision``, ``max_batch``;
+* ``model_contract``: the contract the engine runs by (``contract.py``: task, input size and names, mean/std,
+  resize, outputs), the source model's;
 * ``trt_version``, ``gpu_name``, ``compute_capability`` (e.g. "8.7") of the machine that built it;
 * ``source`` (path as given) and ``source_sha256`` of the FP32 model it was built from;
 * ``artifact_sha256`` of the engine file itself, so that an engine and a sidecar that do not belong together
@@ -17,21 +18,22 @@ Fields (``write_sidecar`` adds the first four):
 * ``builder`` (workspace, flags, timing cache), ``calibration`` (INT8) and ``verification`` (the comparison with
   the source model) for the record.
 
+The conversion pipeline (``convert/pipeline.py``) writes it; ``checked_sidecar`` reads and checks it at load.
+
 Pure Python except ``current_platform``, which imports tensorrt and torch when called.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .. import __version__
 from ..errors import JetracerError
-from ..fileio import atomic_path, fsync_dir, fsync_file
+from ..fileio import atomic_path
 from .base import PRECISIONS
 
 FORMAT = "jetracer_trt.engine_sidecar"
@@ -217,45 +219,3 @@ def current_platform() -> dict[str, str]:
     major, minor = torch.cuda.get_device_capability(device)
     return {"trt_version": str(trt.__version__), "gpu_name": torch.cuda.get_device_name(device),
             "compute_capability": f"{major}.{minor}"}
-
-
-def refuse_overwrite(out: Path, source: Path, platform: dict[str, str], force: bool) -> None:
-    """Raises JetracerError rather than replace something worth keeping at ``out`` without ``--force``: a valid
-    engine for this machine and model, or a file that does not look like an engine (no readable sidecar). A stale
-    engine (its sidecar lists problems) is rebuilt without asking; the source itself is never overwritten."""
-    if out.exists() and source.exists() and out.resolve() == source.resolve():
-        raise JetracerError(f"--out {out} is the source model itself; choose another output file")
-    if force or not out.exists():
-        return
-    try:
-        sidecar = read_sidecar(out)
-    except JetracerError:
-        raise JetracerError(f"{out} exists and has no readable sidecar, so it may not be an engine this tool wrote; "
-                            "pass --force to overwrite it") from None
-    if not check_sidecar(sidecar, **platform, source_path=source, artifact_path=out):
-        raise JetracerError(f"{out} is already a valid {sidecar['precision']} engine for this GPU, TensorRT version "
-                            f"and model (built {sidecar.get('created', 'at an unknown time')}); pass --force to "
-                            "rebuild it")
-
-
-@contextlib.contextmanager
-def staged_artifact(out: Path) -> Iterator[Path]:
-    """Yields a temporary path beside ``out`` for an engine file and its sidecar (``write_sidecar(tmp, ...)``).
-
-    The caller writes both and verifies the engine inside the block. When the block ends without an exception the
-    engine, then its sidecar, are renamed into place (same file system: each rename is atomic; a crash between
-    the two is caught at load by ``artifact_sha256``). On any exception both temporary files are removed and
-    whatever was at ``out`` is untouched.
-    """
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        fsync_file(tmp)  # durable before the renames, and the renames durable after: a power cut keeps either
-        fsync_file(sidecar_path(tmp))  # the old pair or the new one
-        os.replace(tmp, out)
-        os.replace(sidecar_path(tmp), sidecar_path(out))
-        fsync_dir(out.parent)
-    finally:
-        for leftover in (tmp, sidecar_path(tmp)):
-            with contextlib.suppress(OSError):
-                leftover.unlink()

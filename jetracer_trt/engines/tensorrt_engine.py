@@ -4,10 +4,11 @@ Loading, in this order:
 
 1. the sidecar (``<engine>.json``) is read and checked against this machine (GPU, TensorRT version), the engine
    file and, when given, the source model; any problem refuses the engine with the command that rebuilds it,
-   before TensorRT is imported;
-2. the plan is deserialized and its named I/O tensors checked: one input ``[N, 3, H, W]``, one output ``[N, 2]``;
+   before TensorRT is imported. The model contract is the sidecar's ``model_contract``;
+2. the plan is deserialized and its named I/O tensors checked against the contract: one input ``[N, 3, H, W]``, one
+   output ``[N, outputs]``;
 3. buffers are preallocated once: the input (a ``CudaFrameStager`` of the engine's input dtype: the uint8 frames go
-   to a pinned buffer and are normalized on the GPU), the output on the device and a pinned host copy of it.
+   to a pinned buffer, are uploaded and normalized on the GPU), the output on the device and a pinned host copy.
 
 Per batch size ``n`` (made on first use, which ``warmup`` does for 1 and ``max_batch``) there is one execution
 context with its input shape and tensor addresses set once, and, with ``cuda_graphs``, a CUDA graph of
@@ -23,10 +24,11 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..contract import contract_from_record
 from ..errors import JetracerError
 from . import sidecar as sidecars
 from .base import InferenceEngine
@@ -55,6 +57,7 @@ class TensorRTEngine(InferenceEngine):
         super().__init__(max_batch)
         path = Path(model_path)
         self.sidecar = sidecars.checked_sidecar(path, backend=self.name, max_batch=max_batch, source=source)
+        self.contract = contract_from_record(self.sidecar, path)
 
         trt = import_tensorrt()
         import torch
@@ -77,18 +80,19 @@ class TensorRTEngine(InferenceEngine):
         dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
         in_dtype, out_dtype = (dtypes[self._engine.get_tensor_dtype(n)] for n in (self._input_name, self._output_name))
         self._stream = torch.cuda.Stream()
-        self._stager = CudaFrameStager(max_batch, self.height, self.width, dtype=in_dtype, device="cuda")
-        self._device_out = torch.empty((max_batch, 2), dtype=out_dtype, device="cuda")
-        self._host_out = torch.empty((max_batch, 2), dtype=out_dtype, pin_memory=True)
+        self.preprocess = CudaFrameStager(self.contract, max_batch, dtype=in_dtype, device="cuda", stream=self._stream)
+        outputs = (max_batch, len(self.contract.outputs))
+        self._device_out = torch.empty(outputs, dtype=out_dtype, device="cuda")
+        self._host_out = torch.empty(outputs, dtype=out_dtype, pin_memory=True)
         host_view = self._host_out.numpy()
         # the result the caller gets is float32 whatever the engine's output dtype; converted in place if needed
-        self._result = host_view if out_dtype == torch.float32 else np.empty((max_batch, 2), dtype=np.float32)
+        self._result = host_view if out_dtype == torch.float32 else np.empty(outputs, dtype=np.float32)
         self._host_view = host_view
         self._runs: dict[int, tuple[Any, Any]] = {}  # batch size -> (execution context, CUDA graph or None)
 
     # -- loading ----------------------------------------------------------------------------------------------
     def _check_io(self, path: Path) -> tuple[str, str]:
-        """(input name, output name) after checking the engine takes [N, 3, H, W] and gives [N, 2]."""
+        """(input name, output name) after checking the engine takes [N, 3, H, W] and gives [N, outputs]."""
         trt, engine = self._trt, self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -102,9 +106,11 @@ class TensorRTEngine(InferenceEngine):
             raise JetracerError(f"engine {path} takes inputs {got}, expected one input of shape "
                                 f"[N, 3, {want_hw[0]}, {want_hw[1]}]")
         out_shape = shapes[outputs[0]] if len(outputs) == 1 else ()
-        if len(out_shape) != 2 or out_shape[1] != 2:
+        columns = self.contract.outputs
+        if len(out_shape) != 2 or out_shape[1] != len(columns):
             got = {n: list(shapes[n]) for n in outputs}
-            raise JetracerError(f"engine {path} gives outputs {got}, expected one output of shape [N, 2] (x, y)")
+            raise JetracerError(f"engine {path} gives outputs {got}, expected one output of shape "
+                                f"[N, {len(columns)}] ({', '.join(columns)})")
         supported = (trt.DataType.FLOAT, trt.DataType.HALF)
         for name in (inputs[0], outputs[0]):
             if dtypes[name] not in supported:
@@ -129,7 +135,7 @@ class TensorRTEngine(InferenceEngine):
         if context is None:
             raise JetracerError("TensorRT could not create an execution context (out of GPU memory?)")
         ok = context.set_input_shape(self._input_name, (n, 3, self.height, self.width))
-        ok = ok and context.set_tensor_address(self._input_name, self._stager.input.data_ptr())
+        ok = ok and context.set_tensor_address(self._input_name, self.preprocess.input.data_ptr())
         ok = ok and context.set_tensor_address(self._output_name, self._device_out.data_ptr())
         if not ok:
             raise JetracerError(f"TensorRT refused the buffers of a batch of {n} (see its log above)")
@@ -156,11 +162,6 @@ class TensorRTEngine(InferenceEngine):
         self._host_out[:n].copy_(self._device_out[:n], non_blocking=True)
 
     # -- per frame ----------------------------------------------------------------------------------------------
-    def _stage(self, frames: Sequence[np.ndarray], n: int) -> None:
-        self._stager.load(frames, n)
-        with self._torch.cuda.stream(self._stream):
-            self._stager.upload(n)
-
     def _execute(self, n: int) -> np.ndarray:
         context, graph = self._run_for(n)
         with self._torch.cuda.stream(self._stream):

@@ -1,20 +1,22 @@
-"""torch2trt backend, the talk's path: a saved ``TRTModule`` state dict (``.trt.pth``) called like a PyTorch module.
+"""torch2trt backend: a saved ``TRTModule`` state dict (``.trt.pth``) called like a PyTorch module, the way the
+torch2trt project itself runs converted models.
 
 The sidecar is checked exactly as for ``tensorrt`` (GPU, TensorRT version, file, source checkpoint) before anything
-is imported. Frames are staged by ``CudaFrameStager`` into a float32 input (torch2trt keeps the dtype of the example
-input it was converted with), the module runs on this engine's own CUDA stream, its output is copied into a pinned
-host buffer, and the host waits once. ``TRTModule.forward`` sets the input shape and allocates its output tensor on
-every call (from PyTorch's caching allocator, so no cudaMalloc after the first call); the ``tensorrt`` backend,
-which preallocates everything and can replay CUDA graphs, is the one to use when that matters.
+is imported, and gives the model contract. Frames are staged by ``CudaFrameStager`` into a float32 input (torch2trt
+keeps the dtype of the example input it was converted with), the module runs on this engine's own CUDA stream,
+its output is copied into a pinned host buffer, and the host waits once. ``TRTModule.forward`` sets the input shape
+and allocates its output tensor on every call (from PyTorch's caching allocator, so no cudaMalloc after the first
+call); the ``tensorrt`` backend, which preallocates everything and can replay CUDA graphs, is the one to use when
+that matters.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from ..contract import contract_from_record
 from ..errors import JetracerError
 from . import sidecar as sidecars
 from .base import InferenceEngine
@@ -48,6 +50,7 @@ class Torch2TRTEngine(InferenceEngine):
         super().__init__(max_batch)
         path = Path(model_path)
         self.sidecar = sidecars.checked_sidecar(path, backend=self.name, max_batch=max_batch, source=source)
+        self.contract = contract_from_record(self.sidecar, path)
         torch2trt = import_torch2trt()
         import torch
 
@@ -68,23 +71,21 @@ class Torch2TRTEngine(InferenceEngine):
                                 f"it with: {sidecars.rebuild_command(path, self.sidecar)}")
         if len(self._module.input_names) != 1 or len(self._module.output_names) != 1:
             raise JetracerError(f"{path} has inputs {self._module.input_names} and outputs "
-                                f"{self._module.output_names}; expected one input (image) and one output (target)")
+                                f"{self._module.output_names}; expected one input ({self.contract.input_name}) and "
+                                f"one output ({self.contract.output_name})")
         self._stream = torch.cuda.Stream()
-        self._stager = CudaFrameStager(max_batch, self.height, self.width, dtype=torch.float32, device="cuda")
-        self._host_out = torch.empty((max_batch, 2), dtype=torch.float32, pin_memory=True)
+        self.preprocess = CudaFrameStager(self.contract, max_batch, dtype=torch.float32, device="cuda",
+                                          stream=self._stream)
+        self._host_out = torch.empty((max_batch, len(self.contract.outputs)), dtype=torch.float32, pin_memory=True)
         self._result = self._host_out.numpy()
-
-    def _stage(self, frames: Sequence[np.ndarray], n: int) -> None:
-        self._stager.load(frames, n)
-        with self._torch.cuda.stream(self._stream):
-            self._stager.upload(n)
 
     def _execute(self, n: int) -> np.ndarray:
         with self._torch.cuda.stream(self._stream):  # TRTModule enqueues on the current stream
-            out = self._module(self._stager.input[:n])
-            if tuple(out.shape) != (n, 2):
+            out = self._module(self.preprocess.input[:n])
+            want = (n, len(self.contract.outputs))
+            if tuple(out.shape) != want:
                 raise JetracerError(f"the torch2trt module gave an output of shape {tuple(out.shape)} for a batch of "
-                                    f"{n}, expected ({n}, 2)")
+                                    f"{n}, expected {want}")
             self._host_out[:n].copy_(out, non_blocking=True)
         self._stream.synchronize()
         return self._result[:n]

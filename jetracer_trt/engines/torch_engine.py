@@ -1,23 +1,26 @@
 """PyTorch backend: a checkpoint (``.pt``/``.pth``) run eagerly, or an AOTInductor package (``.pt2``) written by
 ``jetracer-trt convert --backend torch``.
 
+The model contract comes from the checkpoint (``model_contract``; the default, with a warning, for a bare state
+dict) or from the package's metadata.
+
 * CPU: PyTorch eager FP32 (or an FP32 CPU package), the benchmark's "PyTorch eager FP32" baseline. Frames go through
   ``preprocess.Preprocessor`` like every CPU backend; the model reads its buffer through ``torch.from_numpy`` (no
   copy) and its outputs are copied into a preallocated numpy array.
 * CUDA: FP16 (default) or FP32, channels_last, on the engine's own CUDA stream. Frames are staged as uint8 in pinned
-  memory and normalized on the GPU (``cuda_stage.CudaFrameStager``); the upload, the model and the copy of the
-  outputs to pinned host memory are captured into one CUDA graph per batch size (after eager warm-up runs) and
-  replayed, then the stream is synchronized once for the result.
+  memory, uploaded and normalized on the GPU (``cuda_stage.CudaFrameStager``), as on every CUDA backend; the model
+  and the copy of its outputs to pinned host memory are captured into one CUDA graph per batch size (after eager
+  warm-up runs) and replayed, then the stream is synchronized once for the result.
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from ..contract import contract_from_record
 from ..errors import JetracerError
 from .base import PRECISIONS, InferenceEngine
 
@@ -26,17 +29,12 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 PACKAGE_SUFFIX = ".pt2"
 EAGER_WARMUP_RUNS = 2  # eager runs before a CUDA graph is captured (cuDNN picks its algorithms, lazy inits happen)
-# keys of the metadata that torch_aot.convert stores in an AOTInductor package
+# keys of the metadata that torch_aot.convert stores in an AOTInductor package (and contract.CONTRACT_KEY)
 META_PRECISION, META_CHANNELS_LAST = "jetracer_precision", "jetracer_channels_last"
 
 
 class TorchEngine(InferenceEngine):
-    """PyTorch on CPU (eager FP32) or CUDA (FP16/FP32, channels_last, CUDA graphs); see the module docstring.
-
-    On CUDA ``last_model_ms`` (and so ``run_model``) includes the host-to-device copy of the uint8 frames from the
-    pinned buffer and their normalization, since both are part of the captured graph; only the host-side copy into
-    the pinned buffer is left to ``infer``'s staging step.
-    """
+    """PyTorch on CPU (eager FP32) or CUDA (FP16/FP32, channels_last, CUDA graphs); see the module docstring."""
 
     name = "torch"
 
@@ -72,7 +70,7 @@ class TorchEngine(InferenceEngine):
             device_obj = self._device(device)
             precision = precision or ("fp16" if device_obj.type == "cuda" else "fp32")
             self._check_precision(precision, device_obj)
-            model = self._load_checkpoint(path, device_obj, precision, channels_last)
+            model, self.contract = self._load_checkpoint(path, device_obj, precision, channels_last)
         self.model = model
         self.precision = precision
         self._device_obj = device_obj
@@ -108,12 +106,12 @@ class TorchEngine(InferenceEngine):
     def _load_checkpoint(self, path: Path, device, precision: str, channels_last: bool):
         from ..model import load_checkpoint
 
-        model, _ = load_checkpoint(path)  # FP32, eval mode, on the CPU; JetracerError for a bad file
+        model, data = load_checkpoint(path)  # FP32, eval mode, on the CPU; JetracerError for a bad file
         if device.type == "cuda":
             model = model.to(device, dtype=self._dtype(precision))
             if channels_last:
                 model = model.to(memory_format=self._torch.channels_last)
-        return model
+        return model, contract_from_record(data, path)
 
     def _load_package(self, path: Path, device: str | None, precision: str | None):
         """(model, device, precision, channels_last) of an AOTInductor package; the package fixes all but the GPU."""
@@ -144,6 +142,7 @@ class TorchEngine(InferenceEngine):
             raise JetracerError(f"{path} is a {package_precision} package, not {precision}; convert it again with "
                                 f"--precision {precision}")
         self._check_precision(package_precision, wanted)
+        self.contract = contract_from_record(meta, path)
         return model, wanted, package_precision, meta.get(META_CHANNELS_LAST, "0") == "1"
 
     def _dtype(self, precision: str):
@@ -157,9 +156,9 @@ class TorchEngine(InferenceEngine):
         if threads > 0:
             torch.set_num_threads(threads)  # process-wide: PyTorch has no per-model setting
         self.device = "cpu"
-        self.preprocess = Preprocessor(max_batch=self.max_batch)
+        self.preprocess = Preprocessor(self.contract, max_batch=self.max_batch)
         self._input = torch.from_numpy(self.preprocess.output)  # the same memory: staging writes the model's input
-        self._output = np.empty((self.max_batch, 2), dtype=np.float32)
+        self._output = np.empty((self.max_batch, len(self.contract.outputs)), dtype=np.float32)
         self._output_t = torch.from_numpy(self._output)
 
     # -- CUDA: FP16/FP32, own stream, CUDA graphs ----------------------------------------------------------------
@@ -173,18 +172,18 @@ class TorchEngine(InferenceEngine):
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once, at warm-up
         self.device = f"{device} {torch.cuda.get_device_name(device)}"
         self.stream = torch.cuda.Stream(device)
-        self.stager = CudaFrameStager(self.max_batch, self.height, self.width, dtype=self._dtype(precision),
-                                      device=device, channels_last=channels_last)
-        self._output_dev = torch.empty((self.max_batch, 2), dtype=torch.float32, device=device)
-        self._output_host = torch.empty((self.max_batch, 2), dtype=torch.float32, pin_memory=True)
+        self.preprocess = CudaFrameStager(self.contract, self.max_batch, dtype=self._dtype(precision), device=device,
+                                          channels_last=channels_last, stream=self.stream)
+        outputs = (self.max_batch, len(self.contract.outputs))
+        self._output_dev = torch.empty(outputs, dtype=torch.float32, device=device)
+        self._output_host = torch.empty(outputs, dtype=torch.float32, pin_memory=True)
         self._output = self._output_host.numpy()
         self._eager_runs: dict[int, int] = {}
 
     def _forward_cuda(self, n: int) -> None:
-        """Upload, model, outputs to pinned host memory: everything one frame needs, enqueued on the current stream
-        (and so capturable)."""
-        x = self.stager.upload(n)
-        self._output_dev[:n].copy_(self.model(x))  # to float32 on the device; the host gets float32
+        """The model on the staged input, its outputs to pinned host memory: enqueued on the current stream (and so
+        capturable)."""
+        self._output_dev[:n].copy_(self.model(self.preprocess.input[:n]))  # to float32; the host gets float32
         self._output_host[:n].copy_(self._output_dev[:n], non_blocking=True)
 
     def _capture(self, n: int):
@@ -199,14 +198,7 @@ class TorchEngine(InferenceEngine):
         log.debug("captured a CUDA graph for batches of %d", n)
         return graph
 
-    # -- the two steps -------------------------------------------------------------------------------------------
-    def _stage(self, frames: Sequence[np.ndarray], n: int) -> None:
-        if self._device_obj.type == "cuda":
-            self.stager.load(frames, n)  # host only; the upload is part of _execute (and of its graph)
-        else:
-            for i in range(n):
-                self.preprocess.write(frames[i], i)
-
+    # -- the model step ------------------------------------------------------------------------------------------
     def _execute(self, n: int) -> np.ndarray:
         torch = self._torch
         if self._device_obj.type != "cuda":
@@ -216,7 +208,7 @@ class TorchEngine(InferenceEngine):
         with torch.cuda.stream(self.stream), torch.inference_mode():
             graph = self._graphs.get(n)
             if graph is not None:
-                graph.replay()  # re-uploads the pinned frames too: run_model works on the last staged ones
+                graph.replay()  # on the input staged last (run_model reruns it)
             elif self._graphs_wanted and self._eager_runs.get(n, 0) >= EAGER_WARMUP_RUNS:
                 self._capture(n).replay()
             else:
