@@ -30,7 +30,7 @@ resume=()
 [ -f "$RUN/train/last.pt" ] && resume=(--resume)
 cli train --data "$RUN/data-plain" "$RUN/data-random" --out "$RUN/train" --epochs "$EPOCHS" --batch-size "$BATCH" \
     --workers "$WORKERS" "${resume[@]}"
-cli export --checkpoint "$RUN/train/best.pt" --out "$RUN/road_following.onnx"
+cli export --checkpoint "$RUN/train/best.pt" --out "$RUN/road_following.onnx" --force
 
 # closed-loop check on held-out training-range seeds (never on seeds >= 1000 while developing)
 mkdir -p "$RUN/eval"

@@ -73,6 +73,7 @@ def register(subparsers) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..config import default_model_path
+    from ..contract import ROAD_FOLLOWING
     from ..engines import create_engine
     from ..safety import SafetyGovernor
     from ..sim import SimWorld, drive
@@ -85,7 +86,7 @@ def run_eval(args: argparse.Namespace) -> int:
     controller = SafetyGovernor.from_config("sim", control_overrides(args.params, args.set))
     model = args.model or default_model_path()
     options = {"precision": args.precision} if args.precision else {}
-    engine = create_engine(args.backend, model, threads=args.threads, **options)
+    engine = create_engine(args.backend, model, task=ROAD_FOLLOWING, threads=args.threads, **options)
     engine.warmup()
     world = SimWorld(args.track_seed, randomize=args.randomize, run_seed=args.run_seed)
     video = RunVideo(args.video, world.rate_hz) if args.video else None
