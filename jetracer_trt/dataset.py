@@ -14,7 +14,10 @@ torn last line (counted as corrupt and skipped). Writers hold an exclusive ``flo
 each write, which lets several processes append to one dataset at once and lets a writer whose write or fsync
 failed (a full disk) take its own bytes back out: a failed append leaves the index as it was. Readers never crash on
 bad entries: they skip and count them. Removing a sample (``remove``, ``undo_last``) appends a tombstone line the
-same way, so a removal is as crash-safe as an append and the index stays append-only. See ``docs/dataset_format.md``.
+same way, so a removal is as crash-safe as an append and the index stays append-only. ``compact_dataset`` is the
+one writer that rewrites the index (without removed samples, tombstones and corrupt entries): it writes a new index
+and renames it over the old one while holding the lock, and writers that were waiting for the lock follow the
+rename. Every reader of samples goes through ``scan_dataset``. See ``docs/dataset_format.md``.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import logging
 import math
 import os
 import secrets
+import shutil
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +40,7 @@ import cv2
 import numpy as np
 
 from .errors import JetracerError
-from .fileio import atomic_write_bytes, fsync_dir
+from .fileio import atomic_write_bytes, fsync_dir, fsync_file
 from .preprocess import check_frame
 
 log = logging.getLogger(__name__)
@@ -258,21 +262,36 @@ class DatasetWriter:
         Raises JetracerError for bad input (nothing written) and DatasetWriteError when the disk fails: then the
         index is as it was before the call and the sample's image is removed.
         """
-        if self._fd is None:
-            raise JetracerError("this DatasetWriter is closed")
+        self._check_open()
         check_frame(frame_rgb)
         x, y = _check_label("x", x), _check_label("y", y)
-        name = f"{self._prefix}_{self._names_used:06d}.{IMAGE_EXT}"
-        rel = f"{IMAGES_DIR}/{name}"
-        line = _index_line(rel, x, y, meta)  # validated before anything touches the disk
         bgr = cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2BGR)
         ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
             raise JetracerError(f"could not encode a {frame_rgb.shape} frame as JPEG")
+        return self._store(jpeg.tobytes(), x, y, meta)
+
+    def append_jpeg(self, jpeg: bytes, x: float, y: float, **meta: Any) -> str:
+        """``append`` for a frame that already is a JPEG file's bytes (an imported dataset's image): stored as it
+        is, without a second lossy encoding. Raises JetracerError unless the bytes decode as a colour JPEG."""
+        self._check_open()
+        x, y = _check_label("x", x), _check_label("y", y)
+        decode_jpeg(jpeg)
+        return self._store(bytes(jpeg), x, y, meta)
+
+    def _check_open(self) -> None:
+        if self._fd is None:
+            raise JetracerError("this DatasetWriter is closed")
+
+    def _store(self, jpeg: bytes, x: float, y: float, meta: dict[str, Any]) -> str:
+        """Writes the image durably, then its index line; the append's crash and disk-error guarantees live here."""
+        name = f"{self._prefix}_{self._names_used:06d}.{IMAGE_EXT}"
+        rel = f"{IMAGES_DIR}/{name}"
+        line = _index_line(rel, x, y, meta)  # validated before anything touches the disk
         self._names_used += 1  # from here on the name is spent, whatever happens
         image = self.root / IMAGES_DIR / name
         try:
-            _write_file_durably(image, jpeg.tobytes())
+            _write_file_durably(image, jpeg)
             self._append_line(line)
         except OSError as exc:
             line_kept = getattr(exc, "index_line_kept", False)
@@ -295,8 +314,7 @@ class DatasetWriter:
         reader. A name that is in no sample is harmless: readers ignore its tombstone. Raises JetracerError for a
         path outside the dataset and DatasetWriteError when the disk fails (then the sample is still there).
         """
-        if self._fd is None:
-            raise JetracerError("this DatasetWriter is closed")
+        self._check_open()
         rel = _image_in_dataset(image)
         if rel is None:
             raise JetracerError(f"image {image!r} is not a path inside the dataset")
@@ -333,24 +351,58 @@ class DatasetWriter:
             raise
 
     @contextlib.contextmanager
-    def _index_lock(self):
-        """Holds the index's exclusive flock: no other writer writes, or takes bytes back, meanwhile."""
-        locked = False
-        if self._locking:
+    def _index_lock(self, follow_replacement: bool = True):
+        """Holds the index's exclusive flock: no other writer writes, or takes bytes back, meanwhile.
+
+        ``compact_dataset`` replaces the index by a rewritten one while holding this lock on the old one; a writer
+        that then gets the lock on the old file reopens ``index.jsonl`` and locks the new one, so its line lands in
+        the index readers see. ``follow_replacement=False`` keeps the old file (to take back a line written there).
+        """
+        while True:
+            locked = self._lock_index_fd()
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-                locked = True
-            except OSError as exc:
-                if exc.errno not in _NO_LOCKS:
-                    raise
-                self._locking = False
-                log.warning("%s: this file system has no file locks (%s); appending without them, and a failed "
-                            "append may leave a corrupt line", self.root / INDEX_NAME, exc.strerror)
+                replaced = locked and follow_replacement and self._index_replaced()
+            except OSError:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                raise
+            if not replaced:
+                break
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._reopen_index()
         try:
             yield
         finally:
             if locked:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _lock_index_fd(self) -> bool:
+        """Takes the flock on the index; False on a file system without locks (then appends go without them)."""
+        if not self._locking:
+            return False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            return True
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                raise
+            self._locking = False
+            log.warning("%s: this file system has no file locks (%s); appending without them, and a failed "
+                        "append may leave a corrupt line", self.root / INDEX_NAME, exc.strerror)
+            return False
+
+    def _index_replaced(self) -> bool:
+        """True when ``index.jsonl`` is no longer the file this writer has open (a compaction replaced it)."""
+        try:
+            current = os.stat(self.root / INDEX_NAME)
+        except FileNotFoundError:
+            return False  # someone deleted the dataset's index: keep writing where we were, as before
+        ours = os.fstat(self._fd)
+        return (ours.st_dev, ours.st_ino) != (current.st_dev, current.st_ino)
+
+    def _reopen_index(self) -> None:
+        fd = os.open(self.root / INDEX_NAME, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        os.close(self._fd)
+        self._fd = fd
 
     def _write_line(self, line: bytes) -> tuple[int, int]:
         """Appends ``line`` in one write() and returns where its bytes lie; on failure the index is cut back to what
@@ -395,7 +447,9 @@ class DatasetWriter:
         """
         path = self.root / INDEX_NAME
         try:
-            with self._index_lock():
+            with self._index_lock(follow_replacement=False):
+                if self._index_replaced():
+                    return False  # a compaction copied our line into the new index: it is there to stay
                 size = os.fstat(self._fd).st_size
                 if size == end and self._locking:
                     os.ftruncate(self._fd, start)
@@ -447,9 +501,10 @@ def _label(record: dict, key: str) -> float | None:
 @dataclass(slots=True)  # not frozen: one per index line, and frozen dataclasses are slow to make
 class _Entry:
     """One parsed index line: a sample (``image``: its normalised relative path), a tombstone (``deletes`` names the
-    image it removes) or corrupt (``why``)."""
+    image it removes) or corrupt (``why``; ``image`` is still set when the line names one)."""
 
     number: int
+    raw: bytes
     sample: Sample | None = None
     image: str = ""
     deletes: str | None = None
@@ -461,26 +516,26 @@ def _parse_line(root: Path, number: int, raw: bytes) -> _Entry:
     try:
         record = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return _Entry(number, why="not valid JSON (truncated or garbage)")
+        return _Entry(number, raw, why="not valid JSON (truncated or garbage)")
     if not isinstance(record, dict):
-        return _Entry(number, why="not a JSON object")
+        return _Entry(number, raw, why="not a JSON object")
     if TOMBSTONE_KEY in record:
         deletes = _image_in_dataset(record[TOMBSTONE_KEY])
         if deletes is None:
-            return _Entry(number, why=f"tombstone {record[TOMBSTONE_KEY]!r} names no path inside the dataset")
-        return _Entry(number, deletes=deletes)
+            return _Entry(number, raw, why=f"tombstone {record[TOMBSTONE_KEY]!r} names no path inside the dataset")
+        return _Entry(number, raw, deletes=deletes)
     image = record.get("image")
     if not isinstance(image, str) or not image:
-        return _Entry(number, why="no \"image\" path")
+        return _Entry(number, raw, why="no \"image\" path")
     rel = _image_in_dataset(image)
     if rel is None:
-        return _Entry(number, why=f"image path {image!r} points outside the dataset")
+        return _Entry(number, raw, why=f"image path {image!r} points outside the dataset")
     x, y = _label(record, "x"), _label(record, "y")
     if x is None or y is None:
-        return _Entry(number, why=f"labels x={record.get('x')!r}, y={record.get('y')!r} missing, not finite or "
-                                  "outside [-1, 1]")
+        return _Entry(number, raw, image=rel, why=f"labels x={record.get('x')!r}, y={record.get('y')!r} missing, "
+                                                  "not finite or outside [-1, 1]")
     meta = {key: value for key, value in record.items() if key not in _RESERVED_KEYS}
-    return _Entry(number, sample=Sample(image_path=root / rel, x=x, y=y, meta=meta), image=rel)
+    return _Entry(number, raw, sample=Sample(image_path=root / rel, x=x, y=y, meta=meta), image=rel)
 
 
 def _image_problem(entry: _Entry) -> str:
@@ -503,65 +558,118 @@ def _read_index(root: Path) -> bytes:
         raise JetracerError(f"cannot read the dataset index {path}: {exc.strerror or exc}") from None
 
 
-def read_dataset(root: str | os.PathLike) -> tuple[list[Sample], int]:
-    """(usable samples in index order, number of corrupt entries); bad entries are skipped with a warning.
-
-    Raises JetracerError only when the dataset cannot be read at all. Images are checked for existence and non-zero
-    size but not decoded (that would take minutes on 100k samples); ``check_dataset(root, decode=True)`` does that.
-    """
+def _readable_root(root: str | os.PathLike) -> Path:
+    """The dataset folder, absolute; raises JetracerError when it holds no dataset to read."""
     root = Path(root).absolute()
     state = _dataset_state(root)
     if state == "none":
         raise JetracerError(f"{root} is not a jetracer_trt dataset (no {MANIFEST_NAME} or {INDEX_NAME})")
     if state == "index_only":
         log.warning("dataset %s has no %s (lost?); reading %s as format version 1", root, MANIFEST_NAME, INDEX_NAME)
+    return root
+
+
+@dataclass
+class _Sorted:
+    """Every entry of an index by what readers make of it."""
+
+    live: list[_Entry]
+    removed: list[_Entry]  # samples taken back out by a later tombstone
+    corrupt: list[_Entry]  # with ``why``
+    tombstones: int
+
+
+def _sort_entries(root: Path, data: bytes) -> _Sorted:
     entries = [_parse_line(root, number, raw)
-               for number, raw in enumerate(_read_index(root).split(b"\n"), start=1)
+               for number, raw in enumerate(data.split(b"\n"), start=1)
                if raw.strip()]  # blank lines: the trailing newline's empty tail, or a writer ending a torn line
     # a tombstone removes the samples of its image written before it; a name that is in no sample removes nothing
     deleted = {entry.deletes: entry.number for entry in entries if entry.deletes}
-    samples: list[Sample] = []
-    problems: list[tuple[int, str]] = []
+    result = _Sorted([], [], [], 0)
     for entry in entries:
         if entry.sample is not None:
             if deleted.get(entry.image, 0) > entry.number:
-                continue  # removed, its image probably deleted too: not corrupt
-            why = _image_problem(entry)
-            if not why:
-                samples.append(entry.sample)
+                result.removed.append(entry)  # its image probably deleted too: not corrupt
                 continue
+            entry.why = _image_problem(entry)
+            (result.corrupt if entry.why else result.live).append(entry)
         elif entry.deletes:
-            continue
+            result.tombstones += 1
         else:
-            why = entry.why
-        problems.append((entry.number, why))
+            result.corrupt.append(entry)
+    return result
+
+
+@dataclass(frozen=True)
+class DatasetScan:
+    """What one reading of a dataset's index found; every reader of samples goes through ``scan_dataset``."""
+
+    samples: list[Sample]  # usable, in index order
+    removed: list[Sample]  # taken back out by tombstones (``remove``, ``undo_last``); their images are usually gone
+    corrupt: int  # entries skipped: bad lines, bad labels, missing or empty images
+    problems: list[tuple[int, str]]  # (index line number, why) of each corrupt entry
+
+
+def scan_dataset(root: str | os.PathLike) -> DatasetScan:
+    """Reads a dataset's index once: its usable samples, the removed ones and the corrupt entries (with a warning
+    for the first ``MAX_LINE_WARNINGS``). Raises JetracerError only when the dataset cannot be read at all."""
+    root = _readable_root(root)
+    entries = _sort_entries(root, _read_index(root))
+    samples = [entry.sample for entry in entries.live]
+    problems = [(entry.number, entry.why) for entry in entries.corrupt]
     for number, why in problems[:MAX_LINE_WARNINGS]:
         log.warning("%s line %d skipped: %s", root / INDEX_NAME, number, why)
-    corrupt = len(problems)
-    if corrupt:
-        more = f" (only the first {MAX_LINE_WARNINGS} shown)" if corrupt > MAX_LINE_WARNINGS else ""
-        log.warning("dataset %s: %d corrupt entries skipped%s, %d samples usable", root, corrupt, more, len(samples))
-    return samples, corrupt
+    if problems:
+        more = f" (only the first {MAX_LINE_WARNINGS} shown)" if len(problems) > MAX_LINE_WARNINGS else ""
+        log.warning("dataset %s: %d corrupt entries skipped%s, %d samples usable", root, len(problems), more,
+                    len(samples))
+    return DatasetScan(samples, [entry.sample for entry in entries.removed], len(problems), problems)
+
+
+def read_dataset(root: str | os.PathLike) -> tuple[list[Sample], int]:
+    """(usable samples in index order, number of corrupt entries); bad entries are skipped with a warning.
+
+    Raises JetracerError only when the dataset cannot be read at all. Images are checked for existence and non-zero
+    size but not decoded (that would take minutes on 100k samples); ``check_dataset(root, decode=True)`` does that.
+    """
+    scan = scan_dataset(root)
+    return scan.samples, scan.corrupt
+
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def decode_image(data: bytes, what: str = "image") -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) -> an RGB uint8 (H, W, 3) array; raises JetracerError naming ``what``
+    when they do not decode."""
+    bgr = None
+    if data:
+        try:
+            bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error:
+            bgr = None
+    if bgr is None:
+        raise JetracerError(f"{what} cannot be decoded (empty, truncated or not an image)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode_jpeg(data: bytes, what: str = "image") -> np.ndarray:
+    """``decode_image`` for bytes that must be a JPEG (what a dataset stores)."""
+    if not bytes(data[:3]) == JPEG_MAGIC:
+        raise JetracerError(f"{what} is not a JPEG")
+    return decode_image(data, what)
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Reads a dataset image as an RGB uint8 (H, W, 3) array; raises JetracerError if missing or undecodable."""
     path = Path(path)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise JetracerError(f"image file {path} does not exist") from None
     except OSError as exc:
         raise JetracerError(f"cannot read image file {path}: {exc.strerror or exc}") from None
-    bgr = None
-    if data.size:
-        try:
-            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        except cv2.error:
-            bgr = None
-    if bgr is None:
-        raise JetracerError(f"image file {path} cannot be decoded (empty, truncated or not a JPEG)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return decode_image(data, f"image file {path}")
 
 
 def check_dataset(root: str | os.PathLike, decode: bool = False) -> dict[str, int]:
@@ -577,3 +685,185 @@ def check_dataset(root: str | os.PathLike, decode: bool = False) -> dict[str, in
                 good -= 1
                 corrupt += 1
     return {"samples": good, "corrupt": corrupt}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Compaction: the index rewritten without removed samples, tombstones and corrupt entries
+
+# An image that no index line names is the leftover of an append that crashed between its image and its line; but
+# for a moment it is also what every live append looks like, so compaction deletes only those older than this.
+ORPHAN_MIN_AGE_S = 600.0
+_INDEX_TMP_PREFIX = f".{INDEX_NAME}.tmp-"  # fileio.atomic_path's temporary name for the index
+
+
+def compact_dataset(root: str | os.PathLike, out: str | os.PathLike | None = None,
+                    on_progress=None) -> dict[str, int]:
+    """Rewrites the dataset at ``root`` with only its usable samples, in index order and with their lines and images
+    unchanged: removed samples, tombstones and corrupt entries are dropped, and so are their images.
+
+    In place (``out`` None) the new index replaces the old one atomically while the index lock is held, so appends
+    of running writers wait for it and then land in the new index (``DatasetWriter`` follows the replacement); a
+    crash leaves the old index or the new one, never a mix. With ``out`` the compacted dataset is built beside
+    ``out`` and renamed into place at the end, ``root`` is left as it was, and images are hard-linked when the file
+    system allows it. Returns {"samples", "removed", "corrupt", "tombstones", "images_deleted"} (images_deleted: in
+    place only, orphans of crashed appends included). ``on_progress(done, total)`` is called while copying to ``out``.
+    """
+    root = _readable_root(root)
+    if out is None:
+        return _compact_in_place(root)
+    return _compact_into(root, Path(out).absolute(), on_progress)
+
+
+def _compaction_counts(entries: _Sorted) -> dict[str, int]:
+    return {"samples": len(entries.live), "removed": len(entries.removed), "corrupt": len(entries.corrupt),
+            "tombstones": entries.tombstones}
+
+
+@contextlib.contextmanager
+def _locked_index(root: Path):
+    """Yields a descriptor of ``root/index.jsonl`` holding its exclusive flock, the file the path names right now."""
+    path = root / INDEX_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JetracerError(f"cannot open the dataset index {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in _NO_LOCKS:
+                raise JetracerError(f"{path} is on a file system without file locks, so compacting in place could "
+                                    "lose the samples of a running writer; stop every writer and compact with --out "
+                                    "into a new folder") from None
+            raise JetracerError(f"cannot lock the dataset index {path}: {exc.strerror or exc}") from None
+        try:
+            ours, current = os.fstat(fd), os.stat(path)
+        except OSError:
+            os.close(fd)
+            raise
+        if (ours.st_dev, ours.st_ino) == (current.st_dev, current.st_ino):
+            break
+        os.close(fd)  # another compaction replaced it while we waited: lock the new one
+    try:
+        yield fd
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _read_fd(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks, offset = [], 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _compact_in_place(root: Path) -> dict[str, int]:
+    try:
+        with _locked_index(root) as fd:
+            data = _read_fd(fd)
+            entries = _sort_entries(root, data)
+            compacted = b"".join(entry.raw + b"\n" for entry in entries.live)
+            for name in os.listdir(root):  # under the lock no compaction is writing: these are from crashed ones
+                if name.startswith(_INDEX_TMP_PREFIX):
+                    with contextlib.suppress(OSError):
+                        (root / name).unlink()
+            if compacted != data:
+                atomic_write_bytes(root / INDEX_NAME, compacted, fsync=True)
+            if not (root / MANIFEST_NAME).exists():
+                _write_manifest(root)
+    except OSError as exc:
+        raise JetracerError(f"cannot compact dataset {root}: {exc.strerror or exc}; its index is as it was") from None
+    counts = _compaction_counts(entries)
+    counts["images_deleted"] = _delete_unused_images(root, entries)
+    return counts
+
+
+def _delete_unused_images(root: Path, entries: _Sorted) -> int:
+    """Deletes the images of dropped entries, and orphans older than ``ORPHAN_MIN_AGE_S``; never a live sample's."""
+    live = {entry.image for entry in entries.live}
+    dropped = {entry.image for entry in (*entries.removed, *entries.corrupt) if entry.image} - live
+    images = root / IMAGES_DIR
+    deleted = 0
+    for rel in sorted(dropped):
+        with contextlib.suppress(OSError):
+            (root / rel).unlink()
+            deleted += 1
+    cutoff = datetime.datetime.now().timestamp() - ORPHAN_MIN_AGE_S
+    try:
+        names = os.listdir(images)
+    except OSError:
+        names = []
+    for name in names:
+        if f"{IMAGES_DIR}/{name}" in live:
+            continue
+        path = images / name
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+    if deleted:
+        with contextlib.suppress(OSError):
+            fsync_dir(images)
+    return deleted
+
+
+def _compact_into(root: Path, out: Path, on_progress) -> dict[str, int]:
+    if out == root or root in out.parents:
+        raise JetracerError(f"--out {out} must be outside the dataset {root}")
+    entries = _sort_entries(root, _read_index(root))
+    try:
+        with atomic_folder(out, "compacting") as building:
+            (building / IMAGES_DIR).mkdir()
+            images = dict.fromkeys(entry.image for entry in entries.live)
+            for done, rel in enumerate(images, start=1):
+                _link_or_copy(root / rel, building / rel)
+                if on_progress:
+                    on_progress(done, len(images))
+            fsync_dir(building / IMAGES_DIR)
+            atomic_write_bytes(building / INDEX_NAME, b"".join(entry.raw + b"\n" for entry in entries.live))
+            manifest = root / MANIFEST_NAME
+            if manifest.exists():
+                atomic_write_bytes(building / MANIFEST_NAME, manifest.read_bytes())
+            else:
+                _write_manifest(building)
+    except OSError as exc:
+        raise JetracerError(f"cannot write the compacted dataset {out}: {exc.strerror or exc}") from None
+    return {**_compaction_counts(entries), "images_deleted": 0}
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path, purpose: str):
+    """Yields a new folder beside ``path`` to fill; renamed onto ``path`` (which must be absent or an empty folder)
+    when the block ends, removed on any error. A kill leaves only the hidden ``.<name>.<purpose>-<pid>`` folder,
+    which the next run with the same ``path`` and ``purpose`` removes: ``path`` is never seen half written."""
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        raise JetracerError(f"{path} already exists and is not an empty folder; choose a new output folder")
+    building = path.parent / f".{path.name}.{purpose}-{os.getpid()}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.{purpose}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        building.mkdir()
+        yield building
+        fsync_dir(building)
+        os.rename(building, path)  # an empty folder at ``path`` is replaced, atomically
+        fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows one (images never change once written), else a durable copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+        fsync_file(target)

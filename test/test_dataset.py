@@ -157,6 +157,33 @@ def test_bad_frame_rejected(tmp_path, frame):
         writer.append(frame, 0.0, 0.0)
 
 
+def test_append_jpeg_stores_the_bytes_as_they_are(tmp_path):
+    import cv2
+
+    jpeg = cv2.imencode(".jpg", _frame(3), [cv2.IMWRITE_JPEG_QUALITY, 55])[1].tobytes()
+    with DatasetWriter(tmp_path / "d") as writer:
+        name = writer.append_jpeg(jpeg, 0.25, -0.5, frame=3)
+        assert writer.count == 1 and writer.undo_last() == name
+        writer.append_jpeg(jpeg, 0.25, -0.5, frame=4)
+    (sample,), corrupt = read_dataset(tmp_path / "d")
+    assert corrupt == 0 and sample.image_path.read_bytes() == jpeg and sample.meta == {"frame": 4}
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\x89PNG\r\n\x1a\n" + b"0" * 20, "not a JPEG"),
+    (b"\xff\xd8\xff\xe0 cut short", "cannot be decoded"),
+    (b"", "not a JPEG"),
+])
+def test_append_jpeg_refuses_what_is_not_a_jpeg_and_writes_nothing(tmp_path, data, message):
+    with DatasetWriter(tmp_path / "d") as writer:
+        with pytest.raises(JetracerError, match=message):
+            writer.append_jpeg(data, 0.0, 0.0)
+        with pytest.raises(JetracerError, match="outside"):
+            writer.append_jpeg(data, 2.0, 0.0)
+    assert read_dataset(tmp_path / "d") == ([], 0)
+    assert not list((tmp_path / "d" / "images").iterdir())
+
+
 def test_bad_meta_rejected(tmp_path):
     with DatasetWriter(tmp_path / "d") as writer:
         with pytest.raises(JetracerError, match="JSON"):
