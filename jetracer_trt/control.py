@@ -122,6 +122,9 @@ def compute_command(x: float, y: float, params: ControlParams) -> tuple[float, f
     return steering, math.copysign(magnitude, params.throttle) if speed else 0.0
 
 
+STEERING_LABEL_Y = -0.12  # where the simulator's road targets sit (0.55 m ahead): y of labels made from steering
+
+
 def target_from_steering(steering: float, params: ControlParams, y: float) -> tuple[float, float]:
     """The road target (x, y) whose command is ``steering``: the law's steering line run backwards, for labels
     recorded from a hand's steering. The law ignores y, so it is given (the height targets usually sit at)."""

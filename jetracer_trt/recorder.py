@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .control import ControlParams, target_from_steering
+from .control import STEERING_LABEL_Y, ControlParams, target_from_steering
 from .errors import JetracerError
 
 SOURCES = ("click", "teleop", "autopilot")
@@ -38,7 +38,7 @@ class Command:
 
 class Recorder:
     def __init__(self, writer, params: ControlParams, *, max_rate_hz: float = 15.0, max_pair_age_s: float = 0.1,
-                 label_y: float = -0.12, calibration_id: str = "", session: str = "", history: int = 64):
+                 label_y: float = STEERING_LABEL_Y, calibration_id: str = "", session: str = "", history: int = 64):
         self.writer = writer
         self.params = params
         self.min_interval_s = 1.0 / max_rate_hz if max_rate_hz > 0 else 0.0

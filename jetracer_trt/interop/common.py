@@ -9,13 +9,12 @@ from typing import Callable
 
 import cv2
 
-from ..control import ControlParams
+from ..control import STEERING_LABEL_Y, ControlParams
 from ..dataset import JPEG_MAGIC, DatasetWriteError, DatasetWriter, Sample, decode_image, scan_dataset
 from ..errors import JetracerError
 
 # y of a label made from a steering command: the control law ignores y, so labels from steering (the recorder's, a
 # donkeycar tub's) all sit at one height, the one the simulator's targets sit at (the recorder's default too)
-STEERING_LABEL_Y = -0.12
 EXAMPLES_PER_REASON = 3  # names shown per skip reason; the counts are complete
 
 

@@ -24,7 +24,7 @@ from sensor_msgs.msg import Image, Joy
 from std_msgs.msg import Bool, String, UInt32
 
 from ..actuators.calibration import default_calibration_path
-from ..control import PROFILES, ControlParams
+from ..control import PROFILES, STEERING_LABEL_Y, ControlParams
 from ..errors import JetracerError
 from ..recorder import Recorder
 from ..teleop.layout import RELEASED, TOPIC as JOY_TOPIC, PadState, pressed
@@ -45,8 +45,8 @@ class DataCollectionNode(Node):
                            "frame)", 0.0, 120.0, read_only=True)
         max_age = declare(self, "max_pair_age_s", 0.1, "a frame with no command received within this long before "
                           "its capture is not recorded (counted as too old)", 0.005, 2.0, read_only=True)
-        label_y = declare(self, "label_y", -0.12, "y of labels made from steering (the law ignores y; -0.12 is "
-                          "where the simulator's targets sit)", -1.0, 1.0, read_only=True)
+        label_y = declare(self, "label_y", STEERING_LABEL_Y, "y of labels made from steering (the law ignores y; "
+                          "the default is where the simulator's targets sit)", -1.0, 1.0, read_only=True)
         recording = declare(self, "record_at_start", False, "record drive samples from the start")
         calibration = declare(self, "calibration_file", "", "the car's calibration (its id goes into every "
                               "sample; empty: the one the control node uses by default)", read_only=True)
