@@ -135,17 +135,23 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> P
     return path
 
 
+def load_torch_file(path: Path) -> Any:
+    """What ``torch.save`` wrote to ``path`` (tensors on the CPU, no code run: ``weights_only``); JetracerError
+    with the reason for a missing, truncated or foreign file."""
+    if not path.is_file():
+        raise JetracerError(f"checkpoint {path} not found" if not path.exists() else f"checkpoint {path} is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of a truncated or foreign file come in many types
+        raise JetracerError(f"{path} is not a readable PyTorch checkpoint ({_error_summary(exc)})") from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict (weights on the CPU) with its ``model_contract`` always present (a bare state dict
     gets the default contract, with a warning; an older checkpoint its top-level fields), checked to fit its
     contract; JetracerError if unusable."""
     path = Path(path)
-    if not path.is_file():
-        raise JetracerError(f"checkpoint {path} not found" if not path.exists() else f"checkpoint {path} is not a file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of a truncated or foreign file come in many types
-        raise JetracerError(f"{path} is not a readable PyTorch checkpoint ({_error_summary(exc)})") from None
+    data = load_torch_file(path)
     if not isinstance(data, dict):
         raise JetracerError(f"{path} holds a {type(data).__name__}, not a jetracer_trt checkpoint")
     if "state_dict" not in data and data and all(isinstance(v, torch.Tensor) for v in data.values()):

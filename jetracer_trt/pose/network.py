@@ -27,7 +27,7 @@ import torch
 import torchvision
 
 from ..errors import JetracerError
-from ..model import _error_summary
+from ..model import load_torch_file
 from .topology import PoseTopology, load_topology
 
 VARIANT = "resnet18_baseline_att"
@@ -215,12 +215,7 @@ def _read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, Any]) 
     if isinstance(path_or_state_dict, Mapping):
         return _unwrap(path_or_state_dict, "the state dict"), "the state dict"
     path = Path(path_or_state_dict)
-    if not path.is_file():
-        raise JetracerError(f"checkpoint {path} not found" if not path.exists() else f"checkpoint {path} is not a file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of a truncated or foreign file come in many types
-        raise JetracerError(f"{path} is not a readable PyTorch checkpoint ({_error_summary(exc)})") from None
+    data = load_torch_file(path)
     if not isinstance(data, Mapping):
         raise JetracerError(f"{path} holds a {type(data).__name__}, not a state dict")
     return _unwrap(data, str(path)), str(path)
