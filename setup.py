@@ -4,9 +4,10 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "jetracer_trt"
+# every ROS package the nodes and the core import (package.xml lists the same as exec_depend; a test checks both)
 ROS_WHEELS = ["ros-kilted-rclpy[fastrtps]"] + [
     f"ros-kilted-{name}" for name in ("sensor-msgs", "std-msgs", "geometry-msgs", "diagnostic-msgs",
-                                      "rosgraph-msgs", "builtin-interfaces")
+                                      "rosgraph-msgs", "builtin-interfaces", "rcl-interfaces", "ament-index-python")
 ]
 
 setup(

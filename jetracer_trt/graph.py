@@ -2,15 +2,25 @@
 
 ``launch/drive.launch.py`` (ROS 2 installs) and ``jetracer-trt launch drive`` (pip-only) both build from
 ``drive_graph``, so the two cannot drift apart.
+
+**Parameter precedence**, lowest first: (1) each node's own default; (2) the launch arguments' defaults and what
+follows from them (``profile`` and ``armed_at_start`` from ``source``, the actuator a source implies,
+``use_sim_time``): ``NodeSpec.defaults``; (3) the ``params_file``; (4) launch arguments given explicitly:
+``NodeSpec.parameters``. So ``sim: {ros__parameters: {track_seed: 1005}}`` in a params file drives track 1005
+unless ``track_seed`` is also given on the command line, which then wins. Both runners apply the three layers in
+that order (``--ros-args -p ... --params-file F -p ...``: rcl applies them as given, the last one wins).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import JetracerError
 
 SOURCES = ("csi", "v4l2", "video", "folder", "sim")
 ACTUATORS = ("pca9685", "sim", "none")
+# what drives the car when `actuator` is not given: a live camera is on the car, a recording is replayed at a desk
+DEFAULT_ACTUATOR = {"csi": "pca9685", "v4l2": "pca9685", "video": "none", "folder": "none", "sim": "sim"}
 
 # launch argument -> (default, description); the launch file and the runner's options both come from here
 DRIVE_ARGUMENTS = {
@@ -18,8 +28,10 @@ DRIVE_ARGUMENTS = {
     "model": ("", "ONNX model (empty: the shipped models/road_following.onnx)"),
     "backend": ("auto", "inference backend: auto (a valid TensorRT engine beside the model, else the CUDA GPU, else "
                         "the CPU), onnxruntime, torch, tensorrt or torch2trt"),
-    "actuator": ("", "pca9685 (the car), sim or none (empty: sim with source sim, else pca9685)"),
-    "params_file": ("", "ROS 2 parameters YAML applied to every node (overrides the defaults)"),
+    "actuator": ("", "pca9685 (the car), sim or none (empty: sim with source sim, none with video or folder, else "
+                     "pca9685)"),
+    "params_file": ("", "ROS 2 parameters YAML for the nodes: its values win over the other arguments' defaults; "
+                        "arguments given explicitly win over it"),
     "check": ("false", "wheels-up check: throttle forced to 0, target and steering logged"),
     "track_seed": ("1001", "simulator track seed (source sim)"),
     "randomize": ("false", "simulator domain randomization (source sim)"),
@@ -35,8 +47,14 @@ class NodeSpec:
     name: str                 # ROS node name
     executable: str           # console script, what launch_ros and `ros2 run` start
     module: str               # Python module with main(), what the pip-only runner starts
-    parameters: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)  # applied after the params file: launch arguments given
     remappings: tuple = ()
+    defaults: dict = field(default_factory=dict)    # applied before the params file: launch-argument defaults
+
+    def effective_parameters(self, file_values: dict | None = None) -> dict:
+        """What the node runs with (of what the launch sets): defaults, then the params file's values for this
+        node, then the explicit arguments."""
+        return {**self.defaults, **(file_values or {}), **self.parameters}
 
 
 def _flag(value) -> bool:
@@ -50,34 +68,95 @@ def _flag(value) -> bool:
     raise JetracerError(f"expected true or false, got {value!r}")
 
 
-def drive_graph(source: str = "sim", model: str = "", backend: str = "auto", actuator: str = "",
-                check=False, track_seed=1001, randomize=False, lockstep=False, device: str = "",
-                plot: str = "", params_file: str = "") -> list[NodeSpec]:
-    """The nodes of the drive graph for these launch arguments (``params_file`` is applied by the caller)."""
+def drive_graph(source=None, model=None, backend=None, actuator=None, check=None, track_seed=None, randomize=None,
+                lockstep=None, device=None, plot=None) -> list[NodeSpec]:
+    """The nodes of the drive graph. Each argument is a launch argument's value, or None when it was not given:
+    a given value goes to ``NodeSpec.parameters`` (wins over a params file), a default to ``NodeSpec.defaults``
+    (a params file wins over it). The params file itself is applied by the caller, between the two."""
+    given = {name: value for name, value in (
+        ("source", source), ("model", model), ("backend", backend), ("actuator", actuator), ("check", check),
+        ("track_seed", track_seed), ("randomize", randomize), ("lockstep", lockstep), ("device", device),
+        ("plot", plot)) if value is not None}
+    values = {name: given.get(name, default) for name, (default, _) in DRIVE_ARGUMENTS.items()}
+    source = values["source"]
     if source not in SOURCES:
         raise JetracerError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    actuator = actuator or ("sim" if source == "sim" else "pca9685")
-    if actuator not in ACTUATORS:
-        raise JetracerError(f"unknown actuator {actuator!r}; choose one of {', '.join(ACTUATORS)}")
+    if values["actuator"] and values["actuator"] not in ACTUATORS:
+        raise JetracerError(f"unknown actuator {values['actuator']!r}; choose one of {', '.join(ACTUATORS)}")
     try:
-        track_seed = int(track_seed)
+        values["track_seed"] = int(values["track_seed"])
     except ValueError:
-        raise JetracerError(f"track_seed must be an integer, got {track_seed!r}") from None
+        raise JetracerError(f"track_seed must be an integer, got {values['track_seed']!r}") from None
+    for name in ("check", "randomize", "lockstep"):
+        values[name] = _flag(values[name])
+
+    def node(name: str, executable: str, arguments: dict, derived: dict) -> NodeSpec:
+        """``arguments``: parameter -> launch argument it comes from; ``derived``: values that follow from the
+        arguments (always defaults: the params file may change them)."""
+        explicit = {param: values[arg] for param, arg in arguments.items() if arg in given}
+        defaults = {**derived, **{param: values[arg] for param, arg in arguments.items() if arg not in given}}
+        return NodeSpec(name, executable, f"jetracer_trt.nodes.{executable}", explicit, defaults=defaults)
+
     sim = source == "sim"
-    common = {"use_sim_time": sim}  # the simulator publishes /clock
+    # The nodes stay on the system clock (use_sim_time false), with the simulator too: its /clock carries the
+    # wall-clock time its frames are stamped with, so following it would change no time, and subscribing to it
+    # costs the inference and control nodes a wake-up per frame, right when the frame arrives.
+    common = {"use_sim_time": False}
     if sim:
-        frames = NodeSpec("sim", "sim_node", "jetracer_trt.nodes.sim_node",
-                          {"track_seed": track_seed, "randomize": _flag(randomize), "lockstep": _flag(lockstep),
-                           "plot": plot})
+        frames = node("sim", "sim_node", {"track_seed": "track_seed", "randomize": "randomize",
+                                          "lockstep": "lockstep", "plot": "plot"}, {})
     else:
-        camera = {"source": source}
-        if device:
-            camera["device"] = device
-        frames = NodeSpec("camera", "camera_node", "jetracer_trt.nodes.camera_node", camera)
+        frames = node("camera", "camera_node", {"source": "source", **({"device": "device"} if values["device"]
+                                                                      else {})}, {})
+    # the simulator has its own tuned control defaults and arms itself; a real car starts disarmed, slow
+    control_derived = {**common, "profile": "sim" if sim else "car", "armed_at_start": sim}
+    control_arguments = {"check": "check"}
+    if values["actuator"]:
+        control_arguments["actuator"] = "actuator"
+    else:
+        control_derived["actuator"] = DEFAULT_ACTUATOR[source]
     return [
         frames,
-        NodeSpec("inference", "inference_node", "jetracer_trt.nodes.inference_node",
-                 {**common, "model": model, "backend": backend}),
-        NodeSpec("control", "control_node", "jetracer_trt.nodes.control_node",
-                 {**common, "actuator": actuator, "check": _flag(check)}),
+        node("inference", "inference_node", {"model": "model", "backend": "backend"}, common),
+        node("control", "control_node", control_arguments, control_derived),
     ]
+
+
+def _matches(pattern: str, node_name: str) -> bool:
+    """A params file's node key against a node name (no namespace): ``/**``, ``/*``, ``name`` or ``/name``."""
+    pattern = pattern.strip("/") or "**"
+    return pattern in ("*", "**") or pattern == node_name
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def params_file_values(params_file: str | Path | None, node_name: str) -> dict:
+    """The parameters a ROS 2 params file sets for ``node_name`` (sections in file order, the last one wins, as rcl
+    applies them), for the supervisor to know e.g. the actuator the control node drives. Empty without a file."""
+    if not params_file:
+        return {}
+    import yaml
+
+    try:
+        content = yaml.safe_load(Path(params_file).read_text())
+    except FileNotFoundError:
+        raise JetracerError(f"params file {params_file} not found") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise JetracerError(f"cannot read params file {params_file}: {exc}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise JetracerError(f"params file {params_file}: expected `<node name>: {{ros__parameters: ...}}` sections")
+    values = {}
+    for key, section in content.items():
+        if _matches(str(key), node_name) and isinstance(section, dict):
+            values.update(_flatten(section.get("ros__parameters") or {}))
+    return values

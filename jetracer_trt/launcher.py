@@ -1,9 +1,20 @@
 """The pip-only way to run a graph: every node of a ``graph.NodeSpec`` list as its own process, plus a monitor.
 
-Stops on Ctrl-C, SIGTERM or after ``duration_s``: SIGINT to every node (the control node puts the car in neutral
-on the way out), then SIGKILL to any that has not exited within a few seconds. The monitor (a node in this process)
-listens to /cmd and /diagnostics and sums the run up: frames, capture-to-command latency, dropped frames, laps and
-off-track events.
+**Stopping.** Ctrl-C (SIGINT to the terminal's foreground process group), SIGINT, SIGTERM, SIGHUP (a closed
+terminal, a dropped SSH session) or SIGQUIT to the runner, ``duration_s``, the ``until`` goal or a node that exits:
+all end the same way, the runner's own: SIGINT to the frame source first, a moment for the pipeline to drain and
+every node to report its final counts, then SIGINT to the rest (the control node puts the car in neutral on the
+way out), SIGKILL to any node still running ``STOP_GRACE_S`` after its SIGINT. A second signal while stopping does
+not cut the sequence short. Each node runs in a session of its own, so that the terminal's signals reach the runner
+only and the order holds; a node whose runner is gone (even SIGKILLed) stops its own way (``nodes.common.run``).
+
+**The last resort.** When the control node ends without its own neutral (killed, crashed, any non-zero exit),
+whenever that happens, the runner writes neutral to the car's board itself (``actuators.neutral.write_neutral``
+with the control node's ``actuator`` and ``calibration_file``, as the params file and the arguments set them).
+
+**The summary** (``run_graph``'s dict, ``jetracer-trt launch drive --json``): frames, capture-to-command latency
+(whole run and per minute), dropped frames, laps and off-track events, per-stage latency from the nodes'
+/diagnostics, why the graph stopped, which nodes failed, were killed, and whether the supervisor set neutral.
 """
 from __future__ import annotations
 
@@ -12,22 +23,54 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from .graph import NodeSpec
+from .graph import NodeSpec, params_file_values
+from .latency import LatencyStats
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 5.0
 DRAIN_S = 1.5  # > the 1 s diagnostics period
+# per-stage latency in the summary: stage -> (/diagnostics status, key prefix); whole run, p50 and p99
+STAGE_KEYS = {
+    "capture_to_inference": ("jetracer_trt/inference", "capture_to_inference_ms"),
+    "preprocess": ("jetracer_trt/inference", "preprocess_ms"),
+    "model": ("jetracer_trt/inference", "model_ms"),
+    "inference_to_control": ("jetracer_trt/control", "inference_to_control_ms"),
+    "control": ("jetracer_trt/control", "control_ms"),
+}
+OVERHEAD_KEY = ("jetracer_trt/control", "overhead_ms")  # capture -> command minus that frame's model time
+
+
+def _yaml_value(value) -> str:
+    """A ``-p name:=value`` value as YAML, the way rcl reads it: strings quoted (a model file named ``1.onnx``
+    or an empty string stays a string), booleans lower case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)
 
 
 def ros_arguments(spec: NodeSpec, params_file: str = "") -> list[str]:
+    """``--ros-args`` for one node: the defaults, the params file, the explicit arguments, so that each wins over
+    the one before (see ``graph`` for the precedence).
+
+    rcl keeps parameters in sections by node pattern (``/**``, ``sim``, ``/sim``, ...) and applies the sections in
+    the order each first appeared, a later value within a section replacing an earlier one. So the defaults go to
+    ``/**`` before the file (any section of the file comes after or replaces them), and the explicit values to the
+    node's own section after it (``-p sim:track_seed:=1001``): either that section is new, hence applied last, or
+    the file's own ``sim:`` section, where they come last.
+    """
     args = ["--ros-args", "-r", f"__node:={spec.name}"]
+    for key, value in spec.defaults.items():
+        args += ["-p", f"{key}:={_yaml_value(value)}"]
     if params_file:
         args += ["--params-file", params_file]
     for key, value in spec.parameters.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ["-p", f"{key}:={text if text != '' else chr(39) * 2}"]
+        args += ["-p", f"{spec.name}:{key}:={_yaml_value(value)}"]
     for src, dst in spec.remappings:
         args += ["-r", f"{src}:={dst}"]
     return args
@@ -41,21 +84,33 @@ def node_environment() -> dict:
     return env
 
 
+def _float_or_none(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
 class Monitor:
-    """Sums up a run from what the graph publishes; runs in the launcher's process."""
+    """Sums up a run from what the graph publishes; runs in the launcher's process, on a context of its own with
+    no rclpy signal handlers (they would shut the context down under the runner on Ctrl-C)."""
 
     def __init__(self):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import TwistStamped
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
 
         from .nodes.common import RELIABLE
 
-        if not rclpy.ok():
-            rclpy.init(args=[])
-        self.node = rclpy.create_node("launch_monitor")
-        self.latencies_ms: list[float] = []
-        self.latency_times: list[float] = []  # when each latency was seen, to show whether it drifts over a run
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("launch_monitor", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.latency = LatencyStats()
+        self.latency_by_minute: list[LatencyStats] = []  # to show whether latency drifts over a run
         # Off once the graph starts stopping: the launcher then waits on processes without spinning, and commands
         # read late would count that wait as latency (a few samples of 100+ ms at the end of every run).
         self.recording = True
@@ -72,57 +127,77 @@ class Monitor:
         # one latency per camera frame, at its first command
         if self.recording and stamp != self._last_stamp and stamp != (0, 0):
             self._last_stamp = stamp
-            self.latencies_ms.append(ms_since(msg.header.stamp))
-            self.latency_times.append(time.monotonic() - self.started)
+            ms = ms_since(msg.header.stamp)
+            self.latency.add(ms)
+            minute = int((time.monotonic() - self.started) // 60)
+            while len(self.latency_by_minute) <= minute:
+                self.latency_by_minute.append(LatencyStats(recent=1))
+            self.latency_by_minute[minute].add(ms)
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
             self.status[status.name] = {kv.key: kv.value for kv in status.values}
 
     def spin_for(self, seconds: float) -> None:
-        import rclpy
-
-        rclpy.spin_once(self.node, timeout_sec=seconds)
+        """Handles what arrives for ``seconds``."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            # the same timeout every call: a new one makes the executor drop what its last wait found and start over
+            self.executor.spin_once(timeout_sec=0.05)
 
     @property
     def laps_completed(self) -> int:
         return int(float(self.status.get("jetracer_trt/sim", {}).get("laps_completed", 0)))
 
-    def summary(self) -> dict:
-        import numpy as np
+    def _p50_p99(self, status: str, prefix: str) -> dict:
+        """A stage's whole-run percentiles from the last diagnostics; None when not reported or not measured (a
+        node reports 0 and 0 for a stage without samples: a measured latency is never exactly 0)."""
+        values = self.status.get(status, {})
+        p50, p99 = _float_or_none(values.get(f"{prefix}_p50")), _float_or_none(values.get(f"{prefix}_p99"))
+        if p50 == 0.0 and p99 == 0.0:
+            p50 = p99 = None
+        return {"p50": p50, "p99": p99}
 
+    def summary(self) -> dict:
         sim = self.status.get("jetracer_trt/sim", {})
+        camera = self.status.get("jetracer_trt/camera", {})
         inference = self.status.get("jetracer_trt/inference", {})
         frames_in = int(float(inference.get("frames", 0)))
-        published = int(float(sim["frames"])) + 1 if "frames" in sim else None
-        lat = self.latencies_ms
-        minutes = np.asarray(self.latency_times) // 60
-        by_minute = [round(float(np.percentile(np.asarray(lat)[minutes == m], 50)), 2) for m in np.unique(minutes)]
+        # frames the source published (the simulator counts steps, one fewer than frames)
+        published = (int(float(sim["frames"])) + 1 if "frames" in sim
+                     else int(float(camera["frames"])) if "frames" in camera else None)
+        p50, p99 = self.latency.whole_run()
+        measured = self.latency.count > 0
         return {
             "frames": frames_in,
-            "e2e_latency_ms": {"p50": float(np.percentile(lat, 50)) if lat else None,
-                               "p99": float(np.percentile(lat, 99)) if lat else None},
-            "e2e_latency_ms_p50_by_minute": by_minute,
+            "e2e_latency_ms": {"p50": p50 if measured else None, "p99": p99 if measured else None},
+            "e2e_latency_ms_p50_by_minute": [round(m.percentile(50), 2) for m in self.latency_by_minute if m.count],
             "dropped_frames": max(0, published - frames_in) if published is not None else None,
             "laps_completed": int(float(sim["laps_completed"])) if "laps_completed" in sim else None,
             "off_track_events": int(float(sim["off_track_events"])) if "off_track_events" in sim else None,
+            "stages_ms": {stage: self._p50_p99(*where) for stage, where in STAGE_KEYS.items()},
+            "overhead_ms": self._p50_p99(*OVERHEAD_KEY),
         }
 
     def close(self) -> None:
-        import rclpy
-
+        self.executor.shutdown()
         self.node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        self.context.try_shutdown()
 
 
-def start_nodes(specs: list[NodeSpec], params_file: str = "") -> dict[str, subprocess.Popen]:
+def start_nodes(specs: list[NodeSpec], params_file: str = "", failure_dir: str | None = None
+                ) -> dict[str, subprocess.Popen]:
+    """One process per node, each in a session of its own (the terminal's Ctrl-C and hang-up reach the runner,
+    which stops the nodes in order). ``failure_dir``: where each node writes its one-line reason if it fails."""
+    from .nodes.common import FAILURE_FILE_ENV
+
     env = node_environment()
     procs = {}
     for spec in specs:
         cmd = [sys.executable, "-m", spec.module, *ros_arguments(spec, params_file)]
         log.debug("starting %s", " ".join(cmd))
-        procs[spec.name] = subprocess.Popen(cmd, env=env)
+        node_env = {**env, FAILURE_FILE_ENV: str(Path(failure_dir) / spec.name)} if failure_dir else env
+        procs[spec.name] = subprocess.Popen(cmd, env=node_env, start_new_session=True)
     return procs
 
 
@@ -146,38 +221,114 @@ def stop_nodes(procs: dict[str, subprocess.Popen], names=None) -> list[str]:
     return killed
 
 
+def exit_description(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def neutral_after_exit(name: str, returncode: int, kind: str, calibration: str | None,
+                       logger: logging.Logger = log) -> bool | None:
+    """The last resort, for a supervisor that saw ``name``, the node that drives the car, end with ``returncode``:
+    nothing when it exited 0 (its own shutdown set neutral); else neutral through
+    ``actuators.neutral.write_neutral`` and one log line. Returns whether neutral is set, None when nothing was
+    done."""
+    if returncode == 0:
+        return None
+    from .actuators.neutral import write_neutral
+
+    how = exit_description(returncode)
+    landed = bool(write_neutral(kind, calibration))
+    if kind in ("sim", "none"):
+        logger.warning(f"{name} ended ({how}) without its own neutral: actuator {kind}, nothing to set")
+    elif landed:
+        logger.warning(f"{name} ended ({how}) without its own neutral: neutral set on the {kind} board by its "
+                       "supervisor")
+    else:
+        logger.critical(f"{name} ended ({how}) and neutral could NOT be set on the {kind} board: the car may still "
+                        "be moving: switch it off")
+    return landed
+
+
+class LastResort:
+    """``neutral_after_exit`` for the runner: once, as soon as the node that drives the car has ended, with the
+    ``actuator`` and ``calibration_file`` it ran with (defaults, params file, given arguments)."""
+
+    def __init__(self, specs: list[NodeSpec], params_file: str = ""):
+        driver = next((s for s in specs if "actuator" in s.effective_parameters()), None)
+        self.name = driver.name if driver else None
+        params = driver.effective_parameters(params_file_values(params_file, driver.name)) if driver else {}
+        self.kind = str(params.get("actuator", "none"))
+        self.calibration = str(params.get("calibration_file", "")) or None
+        self.done = False
+        self.landed = False
+
+    def check(self, procs: dict[str, subprocess.Popen]) -> None:
+        proc = procs.get(self.name) if self.name else None
+        if self.done or proc is None or proc.poll() is None:
+            return
+        landed = neutral_after_exit(self.name, proc.returncode, self.kind, self.calibration)
+        self.done = landed is not None
+        self.landed = bool(landed)
+
+
 def run_graph(specs: list[NodeSpec], duration_s: float | None = None, params_file: str = "",
               until=None) -> dict:
-    """Runs the graph until ``duration_s`` passes, ``until(monitor)`` is true, a node dies, or Ctrl-C."""
-    procs = start_nodes(specs, params_file)
-    monitor = Monitor()
+    """Runs the graph until ``duration_s`` passes, ``until(monitor)`` is true, a node exits, or a signal (see the
+    module docstring); returns the summary."""
+    from .nodes.common import stop_signals_handled_by
+
     stop = {"why": None}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(why="SIGTERM"))
-    start = time.monotonic()
-    try:
-        while stop["why"] is None:
-            monitor.spin_for(0.1)
-            dead = [name for name, p in procs.items() if p.poll() is not None]
-            if dead:
-                stop["why"] = f"node {dead[0]} exited with status {procs[dead[0]].returncode}"
-            elif duration_s is not None and time.monotonic() - start >= duration_s:
-                stop["why"] = "duration reached"
-            elif until is not None and until(monitor):
-                stop["why"] = "goal reached"
-    except KeyboardInterrupt:
-        stop["why"] = "interrupted"
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        monitor.recording = False
-        # the frame source first, then let the pipeline drain and every node report its final counts
-        killed = stop_nodes(procs, names=[specs[0].name])
-        drain_end = time.monotonic() + DRAIN_S
-        while time.monotonic() < drain_end:
-            monitor.spin_for(0.05)
-        killed += stop_nodes(procs)
-        summary = monitor.summary()
-        monitor.close()
+
+    def on_signal(signum, _frame):
+        if stop["why"] is None:
+            stop["why"] = signal.Signals(signum).name
+
+    last_resort = LastResort(specs, params_file)
+    monitor = None
+    with stop_signals_handled_by(on_signal), tempfile.TemporaryDirectory(prefix="jetracer-trt-") as failure_dir:
+        procs = start_nodes(specs, params_file, failure_dir)
+        try:
+            monitor = Monitor()
+            start = time.monotonic()
+            while stop["why"] is None:
+                monitor.spin_for(0.1)
+                last_resort.check(procs)
+                exited = [name for name, p in procs.items() if p.poll() is not None]
+                if exited:
+                    stop["why"] = f"node {exited[0]} exited ({exit_description(procs[exited[0]].returncode)})"
+                elif duration_s is not None and time.monotonic() - start >= duration_s:
+                    stop["why"] = "duration reached"
+                elif until is not None and until(monitor):
+                    stop["why"] = "goal reached"
+        finally:
+            if monitor is not None:
+                monitor.recording = False
+            # the frame source first, then let the pipeline drain and every node report its final counts
+            killed = stop_nodes(procs, names=[specs[0].name])
+            drain_end = time.monotonic() + DRAIN_S
+            while monitor is not None and time.monotonic() < drain_end:
+                monitor.spin_for(0.05)
+                last_resort.check(procs)
+            killed += stop_nodes(procs)
+            last_resort.check(procs)
+            summary = monitor.summary() if monitor is not None else {}
+            if monitor is not None:
+                monitor.close()
+        failed = {}
+        for name, proc in procs.items():
+            reason_file = Path(failure_dir) / name
+            if name in killed:
+                failed[name] = f"did not stop within {STOP_GRACE_S:.0f} s of SIGINT: killed"
+            elif proc.returncode != 0:
+                reason = reason_file.read_text().strip() if reason_file.is_file() else ""
+                failed[name] = reason or exit_description(proc.returncode)
     log.info("graph stopped: %s", stop["why"])
     summary["stopped_because"] = stop["why"]
     summary["killed_nodes"] = killed
+    summary["failed_nodes"] = failed
+    summary["neutral_by_supervisor"] = last_resort.done and last_resort.landed
     return summary

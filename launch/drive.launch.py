@@ -3,29 +3,78 @@
 
 The graph itself is described once in jetracer_trt.graph; `jetracer-trt launch drive` runs the same graph without
 a ROS 2 install.
+
+Parameter precedence, lowest first: each node's defaults, the launch arguments' defaults, ``params_file``, the
+launch arguments given on the command line (``name:=value``). A launch argument's default cannot be told from an
+explicit value equal to it once declared, so the first action notes which arguments were given before the
+declarations fill in the defaults. Each node then gets three parameter sources in that order: a dict (launch_ros
+writes it under ``/**``), the params file, and a file of the explicit values under the node's own name: rcl applies
+a params file's sections in the order each first appeared, so a section for the node written after the user's file
+wins over all of it, while a ``/**`` dict given before it loses to any of its sections.
+
+The last resort: when the control node's process ends with a non-zero status or by a signal (its own neutral may
+not have run), this launch writes neutral to the car's board itself (``jetracer_trt.actuators.neutral``). It does so
+in the launch process, from the exit event: ``ros2 launch`` starts no new process once it is shutting down, which is
+exactly when a control node that would not stop gets killed.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.logging import get_logger
 from launch_ros.actions import Node
 
-from jetracer_trt.graph import DRIVE_ARGUMENTS, drive_graph
+from jetracer_trt.graph import DRIVE_ARGUMENTS, drive_graph, params_file_values
+from jetracer_trt.launcher import neutral_after_exit
 
 
-def _nodes(context):
-    args = {name: LaunchConfiguration(name).perform(context) for name in DRIVE_ARGUMENTS}
-    params_file = args.pop("params_file")
-    return [
-        Node(package="jetracer_trt", executable=spec.executable, name=spec.name, output="screen",
-             parameters=([params_file] if params_file else []) + [spec.parameters],
-             remappings=list(spec.remappings))
-        for spec in drive_graph(**args)
-    ]
+def _neutral_after_failure(node_name: str, kind: str, calibration: str | None):
+    def on_exit(event, _context):
+        neutral_after_exit(node_name, event.returncode, kind, calibration, get_logger("drive.launch"))
+    return on_exit
+
+
+def _explicit_parameters_file(node_name: str, values: dict) -> str:
+    """``values`` as a params file for ``node_name`` alone, in the temporary folder until the launch ends."""
+    import atexit
+    import os
+    import tempfile
+
+    import yaml
+
+    with tempfile.NamedTemporaryFile("w", prefix=f"jetracer_trt_{node_name}_", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump({node_name: {"ros__parameters": values}}, f)
+    atexit.register(lambda: os.path.exists(f.name) and os.remove(f.name))
+    return f.name
+
+
+def _graph(context, given: set):
+    configurations = context.launch_configurations
+    params_file = configurations["params_file"] if "params_file" in given else ""
+    specs = drive_graph(**{name: configurations[name] for name in DRIVE_ARGUMENTS
+                           if name in given and name != "params_file"})
+    entities = []
+    for spec in specs:
+        node = Node(package="jetracer_trt", executable=spec.executable, name=spec.name, output="screen",
+                    parameters=[p for p in (spec.defaults, params_file, spec.parameters and
+                                            _explicit_parameters_file(spec.name, spec.parameters)) if p],
+                    remappings=list(spec.remappings))
+        entities.append(node)
+        actuator_params = spec.effective_parameters(params_file_values(params_file, spec.name))
+        if "actuator" in actuator_params:
+            entities.append(RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_neutral_after_failure(
+                spec.name, str(actuator_params["actuator"]), actuator_params.get("calibration_file") or None))))
+    return entities
 
 
 def generate_launch_description():
+    given = set()  # the launch arguments given explicitly, noted before the declarations add the defaults
+
+    def note_given(context):
+        given.update(name for name in DRIVE_ARGUMENTS if name in context.launch_configurations)
+
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=description)
-         for name, (default, description) in DRIVE_ARGUMENTS.items()]
-        + [OpaqueFunction(function=_nodes)]
+        [OpaqueFunction(function=note_given)]
+        + [DeclareLaunchArgument(name, default_value=default, description=description)
+           for name, (default, description) in DRIVE_ARGUMENTS.items()]
+        + [OpaqueFunction(function=_graph, args=[given])]
     )

@@ -3,8 +3,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
+from ..errors import JetracerError
 from ..graph import DRIVE_ARGUMENTS
+
+PRECEDENCE = ("Parameters, lowest first: each node's defaults, these options' defaults, the --params-file, the "
+              "options given on the command line.")
+STOPPING = ("Ctrl-C, SIGINT, SIGTERM, SIGHUP (closed terminal, dropped SSH session) or SIGQUIT stop the graph in "
+            "order, car in neutral, and print the summary (exit status 0). A node that fails ends the run with "
+            "`error: node NAME failed: REASON` (exit status 2); if the control node ended without setting neutral "
+            "itself, the runner sets it.")
 
 
 def register(subparsers) -> None:
@@ -15,39 +25,71 @@ def register(subparsers) -> None:
     commands = parser.add_subparsers(dest="launch_command", metavar="<graph>")
     parser.set_defaults(func=lambda args: (parser.print_help(), 1)[1])
     drive = commands.add_parser("drive", help="camera -> inference -> control (default: the simulator)",
-                                description="The drive graph; options are the launch file's arguments.")
+                                description=f"The drive graph; options are the launch file's arguments. "
+                                            f"{PRECEDENCE} {STOPPING}")
     for name, (default, description) in DRIVE_ARGUMENTS.items():
-        drive.add_argument(f"--{name.replace('_', '-')}", default=default, help=f"{description} (default: {default!r})")
+        # None: not given, so a params file may set it (see graph.drive_graph)
+        drive.add_argument(f"--{name.replace('_', '-')}", default=None, help=f"{description} (default: {default!r})")
     drive.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
     drive.add_argument("--laps", type=int, help="stop once the simulated car has completed this many laps")
     drive.add_argument("--json", action="store_true", help="print one JSON object summing the run up at the end")
     drive.set_defaults(func=run_drive)
 
 
+def _ms(pair: dict) -> str:
+    if pair["p50"] is None:
+        return "-"
+    return f"{pair['p50']:.1f}/{pair['p99']:.1f}" if pair["p99"] is not None else f"{pair['p50']:.1f}/-"
+
+
+def summary_text(summary: dict, plot: str | None = None) -> str:
+    """The run in a few lines, for a person."""
+    lines = []
+    if summary["laps_completed"] is not None:
+        lines.append(f"laps {summary['laps_completed']}, off-track events {summary['off_track_events']}")
+    lat = summary["e2e_latency_ms"]
+    latency = f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms" if lat["p50"] is not None else "none measured"
+    dropped = summary["dropped_frames"]
+    dropped_text = f"{dropped} dropped" if dropped is not None else "dropped frames not counted (no source count)"
+    lines.append(f"frames {summary['frames']} reached the model, {dropped_text}; camera capture -> control command "
+                 f"latency {latency}")
+    stages = ", ".join(f"{name.replace('_to_', '->')} {_ms(pair)}" for name, pair in summary["stages_ms"].items())
+    lines.append(f"per stage p50/p99 ms (whole run): {stages}; overhead {_ms(summary['overhead_ms'])}")
+    lines.append(f"stopped: {summary['stopped_because']}")
+    if summary["neutral_by_supervisor"]:
+        lines.append("the control node ended without its own neutral: the runner set neutral")
+    if plot and summary["laps_completed"] is not None:
+        lines.append(f"plot of the driven path: {plot}")
+    return "\n".join(lines)
+
+
+def _print(text: str) -> None:
+    """Prints, or drops the text when the terminal is gone (SIGHUP from a dropped SSH session): the graph has
+    stopped either way, and a failed write must not turn a clean stop into a traceback."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout for the rest of the process
+
+
 def run_drive(args: argparse.Namespace) -> int:
-    from ..graph import drive_graph
+    from ..graph import drive_graph, params_file_values
     from ..launcher import run_graph
 
-    graph_args = {name: getattr(args, name) for name in DRIVE_ARGUMENTS if name != "params_file"}
+    given = {name: getattr(args, name) for name in DRIVE_ARGUMENTS if name != "params_file"}
+    params_file = args.params_file or ""
+    params_file_values(params_file, "control")  # fail now on a missing or unreadable file, not in every node
     if args.plot:  # fail now, not after the drive
         from ..sim.visualize import ensure_parent_dir
 
         ensure_parent_dir(args.plot)
-    specs = drive_graph(**graph_args)
+    specs = drive_graph(**given)
     until = None
     if args.laps:
         until = lambda monitor: monitor.laps_completed >= args.laps  # noqa: E731
-    summary = run_graph(specs, duration_s=args.duration, params_file=args.params_file, until=until)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        lat = summary["e2e_latency_ms"]
-        if summary["laps_completed"] is not None:
-            print(f"laps {summary['laps_completed']}, off-track events {summary['off_track_events']}")
-        latency = (f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms" if lat["p50"] is not None else "none measured")
-        print(f"frames {summary['frames']} reached the model, {summary['dropped_frames']} dropped; "
-              f"camera capture -> control command latency {latency}")
-        print(f"stopped: {summary['stopped_because']}")
-        if args.plot and summary["laps_completed"] is not None:
-            print(f"plot of the driven path: {args.plot}")
+    summary = run_graph(specs, duration_s=args.duration, params_file=params_file, until=until)
+    _print(json.dumps(summary) if args.json else summary_text(summary, args.plot))
+    if summary["failed_nodes"]:
+        raise JetracerError("; ".join(f"node {name} failed: {reason}"
+                                      for name, reason in summary["failed_nodes"].items()))
     return 0

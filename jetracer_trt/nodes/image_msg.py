@@ -1,21 +1,16 @@
-"""sensor_msgs/Image <-> numpy with at most one copy. Uses cv_bridge when it is importable, our own code otherwise.
+"""sensor_msgs/Image <-> numpy with at most one copy each way, and no allocation per frame on the way out.
 
 Only ``rgb8`` and ``bgr8`` are accepted (what cameras and the simulator publish); anything else, a wrong step, or a
 short data buffer is a ``MalformedImage`` with the reason, which the inference node logs (throttled) and skips.
 """
 from __future__ import annotations
 
+import array
+
 import cv2
 import numpy as np
 
 from ..errors import JetracerError
-
-try:  # a ROS 2 install's cv_bridge; the PyPI package of that name is an unrelated ROS 1 port, so check the API
-    from cv_bridge import CvBridge as _CvBridge
-
-    _BRIDGE = _CvBridge() if hasattr(_CvBridge, "imgmsg_to_cv2") and hasattr(_CvBridge, "cv2_to_imgmsg") else None
-except Exception:  # noqa: BLE001 - any import failure just means: use our own conversion
-    _BRIDGE = None
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8")
 
@@ -43,7 +38,14 @@ def image_to_rgb(msg, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def rgb_to_image(frame: np.ndarray, msg) -> None:
-    """Fills ``msg`` (a sensor_msgs/Image, reused by the publisher) with an RGB frame: one copy into the message."""
+    """Fills ``msg`` (a sensor_msgs/Image, reused by the publisher) with an RGB frame: one copy, into the
+    message's own ``array('B')`` buffer, kept from frame to frame (the message takes an ``array`` as it is; bytes
+    would be copied into a new one on every frame). Publishing serializes the message at once, so the buffer can
+    be refilled for the next frame."""
     h, w = frame.shape[:2]
     msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = h, w, "rgb8", 0, w * 3
-    msg.data = np.ascontiguousarray(frame).tobytes() if _BRIDGE is None else _BRIDGE.cv2_to_imgmsg(frame, "rgb8").data
+    data = msg.data
+    if not isinstance(data, array.array) or len(data) != h * w * 3:
+        data = array.array("B", bytes(h * w * 3))
+    np.copyto(np.frombuffer(data, dtype=np.uint8).reshape(h, w, 3), frame)
+    msg.data = data

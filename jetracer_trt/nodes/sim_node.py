@@ -11,8 +11,9 @@ Two modes (parameter ``lockstep``):
   the graph still starting) is published again.
 
 Frames are stamped with the wall-clock time they were rendered, as a real camera stamps its capture, and the same
-time goes out on /clock, so the graph runs with use_sim_time and capture-to-command latency is measured the same
-way in both modes. Laps and off-track events go to /diagnostics and the log.
+time goes out on /clock (for tools that run with use_sim_time; the graph's own nodes stay on the system clock, which
+is the same time), so capture-to-command latency is measured the same way in both modes and on the car. Laps and
+off-track events go to /diagnostics and the log.
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ class SimNode(Node):
 
     def capture_stamp(self):
         """The frame's stamp: the wall-clock time it was rendered, as a real camera stamps its capture. /clock
-        carries the same time, so nodes running with use_sim_time follow the simulator, and capture-to-command
+        carries the same time, so a node running with use_sim_time follows the simulator, and capture-to-command
         latency stays measurable against the system clock."""
         return self._system_clock.now().to_msg()
 
@@ -112,16 +113,18 @@ class SimNode(Node):
 
     def publish_frame(self, again: bool = False) -> None:
         """Renders the current state (unless publishing the same frame ``again``) and publishes it with a new
-        capture stamp, the pose and /clock."""
-        stamp = self.capture_stamp()
-        self.clock_pub.publish(Clock(clock=stamp))
+        capture stamp, then the pose and /clock. The stamp is taken once the frame exists, as a camera driver
+        stamps a frame it has read out, and the frame goes first: the graph is waiting on it."""
         if not again:
             rgb_to_image(self.world.observe(), self._image)
+        stamp = self.capture_stamp()
+        if not again:
             self._frame_stamp_ns = stamp_to_ns(stamp)
         self._published_at = time.monotonic()
         self._image.header.stamp = stamp
         self._image.header.frame_id = self.frame_id
         self.image_pub.publish(self._image)
+        self.clock_pub.publish(Clock(clock=stamp))
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = stamp, "map"
         s = self.world.car.state
