@@ -12,24 +12,34 @@ writes it under ``/**``), the params file, and a file of the explicit values und
 a params file's sections in the order each first appeared, so a section for the node written after the user's file
 wins over all of it, while a ``/**`` dict given before it loses to any of its sections.
 
+A node that exits with a non-zero status (bad input such as a missing model, a camera gone for good) ends the
+whole launch: the others cannot drive without it.
+
 The last resort: when the control node's process ends with a non-zero status or by a signal (its own neutral may
 not have run), this launch writes neutral to the car's board itself (``jetracer_trt.actuators.neutral``). It does so
 in the launch process, from the exit event: ``ros2 launch`` starts no new process once it is shutting down, which is
 exactly when a control node that would not stop gets killed.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.logging import get_logger
 from launch_ros.actions import Node
 
 from jetracer_trt.graph import DRIVE_ARGUMENTS, drive_graph, params_file_values
-from jetracer_trt.launcher import neutral_after_exit
+from jetracer_trt.launcher import exit_description, neutral_after_exit
 
 
-def _neutral_after_failure(node_name: str, kind: str, calibration: str | None):
+def _after_exit(node_name: str, actuator: tuple[str, str | None] | None):
+    """A node that fails ends the whole launch (the graph cannot drive without it); the node that drives the car
+    also gets the last resort."""
     def on_exit(event, _context):
-        neutral_after_exit(node_name, event.returncode, kind, calibration, get_logger("drive.launch"))
+        if actuator is not None:
+            neutral_after_exit(node_name, event.returncode, *actuator, get_logger("drive.launch"))
+        if event.returncode != 0:
+            return [EmitEvent(event=Shutdown(reason=f"node {node_name} failed ({exit_description(event.returncode)})"))]
+        return None
     return on_exit
 
 
@@ -59,10 +69,11 @@ def _graph(context, given: set):
                                             _explicit_parameters_file(spec.name, spec.parameters)) if p],
                     remappings=list(spec.remappings))
         entities.append(node)
-        actuator_params = spec.effective_parameters(params_file_values(params_file, spec.name))
-        if "actuator" in actuator_params:
-            entities.append(RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_neutral_after_failure(
-                spec.name, str(actuator_params["actuator"]), actuator_params.get("calibration_file") or None))))
+        effective = spec.effective_parameters(params_file_values(params_file, spec.name))
+        actuator = ((str(effective["actuator"]), effective.get("calibration_file") or None)
+                    if "actuator" in effective else None)
+        entities.append(RegisterEventHandler(OnProcessExit(target_action=node,
+                                                           on_exit=_after_exit(spec.name, actuator))))
     return entities
 
 

@@ -53,11 +53,14 @@ class Logger:
 @pytest.fixture
 def launch_module(monkeypatch):
     fakes = {name: types.ModuleType(name) for name in (
-        "launch", "launch.actions", "launch.event_handlers", "launch.logging", "launch_ros", "launch_ros.actions")}
+        "launch", "launch.actions", "launch.event_handlers", "launch.events", "launch.logging", "launch_ros",
+        "launch_ros.actions")}
     fakes["launch"].LaunchDescription = lambda entities: list(entities)
     fakes["launch.actions"].DeclareLaunchArgument = DeclareLaunchArgument
     fakes["launch.actions"].OpaqueFunction = OpaqueFunction
     fakes["launch.actions"].RegisterEventHandler = Recorded
+    fakes["launch.actions"].EmitEvent = Recorded
+    fakes["launch.events"].Shutdown = Recorded
     fakes["launch.event_handlers"].OnProcessExit = Recorded
     logger = Logger()
     fakes["launch.logging"].get_logger = lambda name: logger
@@ -182,15 +185,26 @@ def test_the_launch_sets_neutral_when_the_control_node_ends_without_its_own(laun
     params = tmp_path / "car.yaml"
     params.write_text("control:\n  ros__parameters:\n    calibration_file: /home/jetson/car.yaml\n")
     started = launch_service(launch_module, source="csi", params_file=str(params))
-    handlers = [e for e in started if not e.kwargs.get("executable")]
-    assert len(handlers) == 1
-    on_exit = handlers[0].args[0]
-    control = next(n for n in nodes_of(started) if n.kwargs["name"] == "control")
-    assert on_exit.kwargs["target_action"] is control
-    on_exit.kwargs["on_exit"](Exited(returncode), None)
+    handlers = {e.args[0].kwargs["target_action"].kwargs["name"]: e.args[0].kwargs["on_exit"]
+                for e in started if not e.kwargs.get("executable")}
+    assert set(handlers) == {"camera", "inference", "control"}  # every node's exit is watched
+    actions = handlers["control"](Exited(returncode), None)
     assert calls == ([("pca9685", "/home/jetson/car.yaml")] if writes else [])
     if writes:
         assert launch_module.test_logger.lines[-1][0] == "warning"
+    # a failed node ends the launch; a clean exit (Ctrl-C) lets the launch stop its own way
+    assert (actions is None) == (returncode == 0)
+    handlers["camera"](Exited(returncode), None)
+    assert len(calls) == (1 if writes else 0)  # only the node that drives the car gets the last resort
+
+
+def test_a_failed_node_shuts_the_launch_down(launch_module):
+    started = launch_service(launch_module, model="/missing.onnx")
+    (inference_exit,) = [e.args[0].kwargs["on_exit"] for e in started if not e.kwargs.get("executable")
+                         and e.args[0].kwargs["target_action"].kwargs["name"] == "inference"]
+    (emit,) = inference_exit(Exited(2), None)
+    shutdown = emit.kwargs["event"]
+    assert "node inference failed" in shutdown.kwargs["reason"]
 
 
 # -- the package's ROS dependencies: what colcon/rosdep and the pip wheels install ------------------------------------

@@ -232,3 +232,25 @@ def test_the_lap_plot_scales_its_colours_to_the_run_and_keeps_a_long_title_whole
     shown = ax.get_title()
     assert "\n" in shown and shown.replace("\n", " ") == title
     assert all(len(line) <= 60 for line in shown.splitlines())
+
+def test_a_long_run_keeps_its_score_and_path_in_bounded_memory(monkeypatch):
+    import tracemalloc
+
+    from jetracer_trt.sim import world as world_module
+
+    monkeypatch.setattr(world_module, "PATH_POINTS", 64)
+    w = SimWorld(1001)
+    for _ in range(3000):
+        w.step(0.0, 0.3)
+    st = w.stats
+    assert st.frames == 3000 and len(st.path) <= 64 + 1
+    assert st.path_every >= 3000 // 65
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(2000):
+        w.step(0.0, 0.3)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 20_000  # a list of every frame's values would take ~200 kB here
+    m = w.metrics()
+    assert m["frames"] == 5000 and 0 <= m["mean_abs_cte_m"] <= m["max_abs_cte_m"]

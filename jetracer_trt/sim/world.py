@@ -20,14 +20,34 @@ from .render import Renderer
 from .track import generate_track
 
 
+PATH_POINTS = 4096  # the driven path kept for plots: at most this many points, spread evenly over the run
+
+
 @dataclass
 class RunStats:
+    """A run's score in constant memory, however long it runs (the ROS graph's simulator runs for hours)."""
+
     progress_m: float = 0.0
     off_track_events: int = 0
     frames: int = 0
-    abs_cte: list = field(default_factory=list)
-    speeds: list = field(default_factory=list)
-    path: list = field(default_factory=list)  # (x, y, cte) of the car centre per frame, for plots
+    abs_cte_sum: float = 0.0
+    abs_cte_max: float = 0.0
+    speed_sum: float = 0.0
+    path: list = field(default_factory=list)  # (x, y, cte) of the car centre every `path_every` frames, for plots
+    path_every: int = 1
+
+    def add(self, x: float, y: float, cte: float, speed: float) -> None:
+        """One step's state. The path keeps every ``path_every``-th frame; when it outgrows ``PATH_POINTS`` every
+        other point goes and the step doubles, so the plot always covers the whole run."""
+        if self.frames % self.path_every == 0:
+            self.path.append((x, y, cte))
+            if len(self.path) > PATH_POINTS:
+                del self.path[1::2]
+                self.path_every *= 2
+        self.frames += 1
+        self.abs_cte_sum += abs(cte)
+        self.abs_cte_max = max(self.abs_cte_max, abs(cte))
+        self.speed_sum += speed
 
 
 class SimWorld:
@@ -106,11 +126,8 @@ class SimWorld:
         delta = (self._index - before + n // 2) % n - n // 2
         st = self.stats
         st.progress_m += delta * self.track.spacing
-        st.frames += 1
-        st.abs_cte.append(abs(cte))
-        st.speeds.append(self.car.state.speed)
         cx, cy = self.car.centre()
-        st.path.append((cx, cy, cte))
+        st.add(cx, cy, cte, self.car.state.speed)
         if abs(cte) > self.track.widths[self._index] / 2:
             st.off_track_events += 1
             self._place_on_road(self._index, speed=self.car.state.speed)
@@ -128,8 +145,8 @@ class SimWorld:
         return {
             "laps_completed": self.laps_completed,
             "off_track_events": st.off_track_events,
-            "mean_abs_cte_m": float(np.mean(st.abs_cte)) if st.abs_cte else 0.0,
-            "max_abs_cte_m": float(np.max(st.abs_cte)) if st.abs_cte else 0.0,
-            "mean_speed_mps": float(np.mean(st.speeds)) if st.speeds else 0.0,
+            "mean_abs_cte_m": st.abs_cte_sum / st.frames if st.frames else 0.0,
+            "max_abs_cte_m": st.abs_cte_max,
+            "mean_speed_mps": st.speed_sum / st.frames if st.frames else 0.0,
             "frames": st.frames,
         }
