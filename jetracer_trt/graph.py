@@ -37,7 +37,10 @@ DRIVE_ARGUMENTS = {
     "randomize": ("false", "simulator domain randomization (source sim)"),
     "lockstep": ("false", "the simulator waits for each frame's command before the next frame: every frame is "
                           "used and the run does not depend on the machine's speed (source sim)"),
-    "device": ("", "camera device, file or folder (source v4l2, video or folder)"),
+    "source_path": ("", "what the camera source reads: a V4L2 device (/dev/video0), a video file or an image "
+                        "folder (source v4l2, video or folder)"),
+    "build_engine": ("false", "on a machine with TensorRT: build the TensorRT engine beside the model when it is "
+                              "missing or stale, verify it, then use it"),
     "plot": ("", "PNG file the simulator draws the driven path into when it stops (source sim)"),
 }
 
@@ -69,14 +72,14 @@ def _flag(value) -> bool:
 
 
 def drive_graph(source=None, model=None, backend=None, actuator=None, check=None, track_seed=None, randomize=None,
-                lockstep=None, device=None, plot=None) -> list[NodeSpec]:
+                lockstep=None, source_path=None, plot=None, build_engine=None) -> list[NodeSpec]:
     """The nodes of the drive graph. Each argument is a launch argument's value, or None when it was not given:
     a given value goes to ``NodeSpec.parameters`` (wins over a params file), a default to ``NodeSpec.defaults``
     (a params file wins over it). The params file itself is applied by the caller, between the two."""
     given = {name: value for name, value in (
         ("source", source), ("model", model), ("backend", backend), ("actuator", actuator), ("check", check),
-        ("track_seed", track_seed), ("randomize", randomize), ("lockstep", lockstep), ("device", device),
-        ("plot", plot)) if value is not None}
+        ("track_seed", track_seed), ("randomize", randomize), ("lockstep", lockstep),
+        ("source_path", source_path), ("plot", plot), ("build_engine", build_engine)) if value is not None}
     values = {name: given.get(name, default) for name, (default, _) in DRIVE_ARGUMENTS.items()}
     source = values["source"]
     if source not in SOURCES:
@@ -87,7 +90,7 @@ def drive_graph(source=None, model=None, backend=None, actuator=None, check=None
         values["track_seed"] = int(values["track_seed"])
     except ValueError:
         raise JetracerError(f"track_seed must be an integer, got {values['track_seed']!r}") from None
-    for name in ("check", "randomize", "lockstep"):
+    for name in ("check", "randomize", "lockstep", "build_engine"):
         values[name] = _flag(values[name])
 
     def node(name: str, executable: str, arguments: dict, derived: dict) -> NodeSpec:
@@ -106,8 +109,8 @@ def drive_graph(source=None, model=None, backend=None, actuator=None, check=None
         frames = node("sim", "sim_node", {"track_seed": "track_seed", "randomize": "randomize",
                                           "lockstep": "lockstep", "plot": "plot"}, {})
     else:
-        frames = node("camera", "camera_node", {"source": "source", **({"device": "device"} if values["device"]
-                                                                      else {})}, {})
+        frames = node("camera", "camera_node", {"source": "source", **({"source_path": "source_path"}
+                                                                      if values["source_path"] else {})}, {})
     # the simulator has its own tuned control defaults and arms itself; a real car starts disarmed, slow
     control_derived = {**common, "profile": "sim" if sim else "car", "armed_at_start": sim}
     control_arguments = {"check": "check"}
@@ -117,7 +120,8 @@ def drive_graph(source=None, model=None, backend=None, actuator=None, check=None
         control_derived["actuator"] = DEFAULT_ACTUATOR[source]
     return [
         frames,
-        node("inference", "inference_node", {"model": "model", "backend": "backend"}, common),
+        node("inference", "inference_node", {"model": "model", "backend": "backend", "build_engine": "build_engine"},
+             common),
         node("control", "control_node", control_arguments, control_derived),
     ]
 

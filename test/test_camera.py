@@ -740,8 +740,8 @@ def _run_camera_node(*params: str, timeout_s: float = 20.0):  # ~0.7 s when the 
 
 
 @pytest.mark.parametrize("params, message, status", [
-    (("source:=video", "device:=/missing.mp4"), "video file not found: /missing.mp4", 1),
-    (("source:=folder", "device:={empty}"), "no images in", 1),
+    (("source:=video", "source_path:=/missing.mp4"), "video file not found: /missing.mp4", 1),
+    (("source:=folder", "source_path:={empty}"), "no images in", 1),
     (("source:=csi",), "without GStreamer", 1),
     (("source:=usb",), "unknown camera source 'usb'", 2),
 ], ids=["missing_video", "empty_folder", "csi_without_gstreamer", "unknown_source"])

@@ -113,12 +113,12 @@ def test_launch_file_declares_every_argument_and_starts_the_graph_module_describ
 def test_launch_arguments_reach_the_nodes_and_win_over_the_params_file(launch_module, tmp_path):
     params = tmp_path / "car.yaml"
     params.write_text("{}\n")
-    nodes = nodes_of(launch_service(launch_module, source="v4l2", device="/dev/video2", actuator="none",
+    nodes = nodes_of(launch_service(launch_module, source="v4l2", source_path="/dev/video2", actuator="none",
                                     check="true", params_file=str(params)))
     by_name = {n.kwargs["name"]: n.kwargs for n in nodes}
     assert set(by_name) == {"camera", "inference", "control"}
     assert readable(by_name["camera"]["parameters"]) == [
-        str(params), {"camera": {"ros__parameters": {"source": "v4l2", "device": "/dev/video2"}}}]
+        str(params), {"camera": {"ros__parameters": {"source": "v4l2", "source_path": "/dev/video2"}}}]
     control = readable(by_name["control"]["parameters"])
     # the explicit ones after the file, in a section of the node's own
     assert control[1:] == [str(params), {"control": {"ros__parameters": {"check": True, "actuator": "none"}}}]

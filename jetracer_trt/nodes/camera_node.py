@@ -23,7 +23,7 @@ from ..errors import JetracerError
 from .common import LATEST_ONLY, declare, diagnostics, main_for, steady_timer
 from .image_msg import rgb_to_image
 
-PATH_KEY = {"v4l2": "device", "video": "path", "folder": "path"}  # what the `device` parameter means per source
+PATH_KEY = {"v4l2": "device", "video": "path", "folder": "path"}  # what `source_path` is to each source
 
 
 class CameraNode(Node):
@@ -31,7 +31,8 @@ class CameraNode(Node):
         super().__init__("camera")
         cfg = load_config("camera")
         kind = declare(self, "source", str(cfg["source"]), "csi, v4l2, video or folder", read_only=True)
-        device = declare(self, "device", "", "v4l2 device (/dev/video0), video file or image folder", read_only=True)
+        source_path = declare(self, "source_path", "", "what the source reads: a V4L2 device (/dev/video0), a "
+                              "video file or an image folder", read_only=True)
         fps = declare(self, "fps", -1.0, "frame rate for video/folder/csi/v4l2 (-1: the configured default)",
                       -1.0, 240.0)
         loop = declare(self, "loop", True, "video and folder sources start again at the end")
@@ -39,8 +40,8 @@ class CameraNode(Node):
         crop = declare(self, "crop", [0], "crop x, y, width, height before resizing ([0]: no crop)", read_only=True)
         resize = declare(self, "resize", [0], "resize to width, height ([0]: as captured)", read_only=True)
         params = {}
-        if device and kind in PATH_KEY:
-            params[PATH_KEY[kind]] = device
+        if source_path and kind in PATH_KEY:
+            params[PATH_KEY[kind]] = source_path
         if fps >= 0:
             params["fps"] = fps
         if kind in ("video", "folder"):

@@ -4,6 +4,7 @@ one way to run a node (``run``: every signal that ends a node, a fatal error and
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -125,6 +126,29 @@ def _fail(name: str, message: str) -> None:
     _report_failure(message)
 
 
+class _RosLogHandler(logging.Handler):
+    """The core's Python log records (``backend auto``'s choice, an engine build's progress, a calibration warning)
+    on the node's ROS log, so they reach the console, the log files and /rosout like the node's own lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = rclpy.logging.get_logger(record.name)
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            logger.warning(text)
+        else:
+            logger.info(text)
+
+
+def forward_core_logging() -> None:
+    core = logging.getLogger("jetracer_trt")
+    if not any(isinstance(h, _RosLogHandler) for h in core.handlers):
+        core.addHandler(_RosLogHandler())
+        core.setLevel(logging.INFO)
+        core.propagate = False
+
+
 def run(node_factory: Callable[[], Node], args=None) -> int:
     """Runs one node until a signal ends it; ``shutdown()`` (e.g. neutral outputs) runs on every way out once the
     node exists. Returns the exit status:
@@ -156,6 +180,7 @@ def run(node_factory: Callable[[], Node], args=None) -> int:
 
     status = EXIT_STOPPED
     node = None
+    forward_core_logging()
     with stop_signals_handled_by(on_signal):
         try:
             rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)

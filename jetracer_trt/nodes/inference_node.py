@@ -23,11 +23,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from ..config import default_model_path
+from ..contract import ROAD_FOLLOWING
 from ..engines import create_engine
 from ..errors import JetracerError
 from ..latency import LatencyStats
 from .common import LATEST_ONLY, declare, diagnostics, main_for, stamp_to_ns, steady_timer
-from .image_msg import MalformedImage, image_to_rgb
+from .image_msg import image_to_rgb
 
 STAGES = ("capture_to_inference", "preprocess", "model", "capture_to_target")
 
@@ -39,16 +40,23 @@ class InferenceNode(Node):
                         "auto, converted files beside it are found)", read_only=True)
         backend = declare(self, "backend", "auto", "inference backend: auto (a valid TensorRT engine, else CUDA, else "
                           "CPU), onnxruntime, torch, tensorrt or torch2trt", read_only=True)
-        threads = declare(self, "threads", 0, "CPU threads for inference (0: all cores)", 0, 64, read_only=True)
-        spin = declare(self, "spin", False, "CPU backends: worker threads spin between frames (faster alone, but a "
-                       "spinning thread takes a core from the other nodes)", read_only=True)
+        threads = declare(self, "cpu_threads", 0, "CPU threads for inference (0: all cores)", 0, 64, read_only=True)
+        spin = declare(self, "cpu_threads_spin", False, "CPU backends: worker threads spin between frames (faster "
+                       "alone, but a spinning thread takes a core from the other nodes)", read_only=True)
+        build_engine = declare(self, "build_engine", False, "on a machine with TensorRT: build the engine beside "
+                               "the model when it is missing or stale (minutes, once), verify it, then use it",
+                               read_only=True)
+        engine_precision = declare(self, "engine_precision", "fp16", "precision of the engine build_engine makes: "
+                                   "fp16 or fp32 (int8 needs calibration frames: jetracer-trt convert)",
+                                   read_only=True)
         self.deadline_ms = declare(self, "deadline_ms", 33.0, "latency budget per frame; overruns are counted",
                                    1.0, 1000.0)
-        self.any_size = declare(self, "accept_any_size", False, "resize frames of another size instead of skipping "
-                                "them (better: resize in the camera node, once)")
-        self.engine = create_engine(backend, model or default_model_path(), threads=threads, spin=spin)
+        model = model or str(default_model_path())
+        if build_engine:
+            self._ensure_engine(model, engine_precision)
+        # frames of any size are resized to the model's input by its own contract
+        self.engine = create_engine(backend, model, task=ROAD_FOLLOWING, threads=threads, spin=spin)
         self.engine.warmup()
-        self.input_hw = (self.engine.height, self.engine.width)
         self.target_pub = self.create_publisher(PointStamped, "road_target", LATEST_ONLY)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(Image, "camera/image_raw", self.on_image, LATEST_ONLY)
@@ -59,13 +67,21 @@ class InferenceNode(Node):
         why = f": {self.engine.selection}" if self.engine.selection else ""
         self.get_logger().info(f"{self.engine.describe()} ready{why}")
 
+    def _ensure_engine(self, model: str, precision: str) -> None:
+        from ..convert import ensure_engine
+
+        if precision not in ("fp16", "fp32"):
+            raise JetracerError(f"engine_precision must be fp16 or fp32, got {precision!r}")
+        ensured = ensure_engine(model, precision)
+        if ensured.path is not None:
+            self.get_logger().info(f"build_engine: {ensured.reason}")
+        else:
+            self.get_logger().warning(f"build_engine: {ensured.reason}; backend auto falls back")
+
     def on_image(self, msg: Image) -> None:
         entered_ns, entered = time.time_ns(), time.perf_counter()
         try:
             frame = image_to_rgb(msg)
-            if not self.any_size and frame.shape[:2] != self.input_hw:
-                raise MalformedImage(f"size {frame.shape[1]}x{frame.shape[0]} is not the model's "
-                                     f"{self.input_hw[1]}x{self.input_hw[0]} (resize in the camera node)")
         except JetracerError as exc:
             self.malformed += 1
             self.get_logger().warning(f"skipping malformed image: {exc}", throttle_duration_sec=5.0)
