@@ -17,16 +17,18 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(exclude=["test", "test.*"]),
+    package_data={"jetracer_trt.web": ["page.html"]},
     # launch/, config/ and models/ go where ROS 2 looks for them: share/<package>/...
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py") + glob("launch/*.service")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.json")),
         (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.pt") + glob("models/*.md")),
     ],
-    # the driving runtime: numpy, OpenCV, ONNX Runtime and a YAML reader (plus tqdm for progress bars)
-    install_requires=["numpy", "opencv-python-headless", "onnxruntime", "PyYAML", "tqdm"],
+    # the driving runtime: numpy, OpenCV, ONNX Runtime and a YAML reader (plus tqdm for progress bars, SciPy for the
+    # pose parser's larger assignments)
+    install_requires=["numpy", "opencv-python-headless", "onnxruntime", "PyYAML", "tqdm", "scipy"],
     extras_require={
         "plot": ["matplotlib"],
         "train": ["torch", "torchvision", "onnx", "matplotlib"],
@@ -35,8 +37,11 @@ setup(
         "quantize": ["nvidia-modelopt", "onnx-graphsurgeon", "onnxslim", "onnxscript", "lief"],
         # ROS 2 (Kilted) client library and message packages as wheels: the graph without a ROS 2 install
         "ros": ROS_WHEELS,
+        # the gamepad (evdev builds from source: a C compiler and the Python headers) and the car's web page
+        "teleop": ["evdev"],
+        "web": ["aiohttp"],
         "test": ["pytest", "ruff", "torch", "torchvision", "onnx", "matplotlib", "nvidia-modelopt", "onnx-graphsurgeon",
-                 "onnxslim", "onnxscript", "lief"] + ROS_WHEELS,
+                 "onnxslim", "onnxscript", "lief", "evdev", "aiohttp", "selenium"] + ROS_WHEELS,
     },
     zip_safe=True,
     tests_require=["pytest"],
@@ -47,6 +52,8 @@ setup(
             "inference_node = jetracer_trt.nodes.inference_node:main",
             "control_node = jetracer_trt.nodes.control_node:main",
             "camera_node = jetracer_trt.nodes.camera_node:main",
+            "teleop_node = jetracer_trt.nodes.teleop_node:main",
+            "data_collection_node = jetracer_trt.nodes.data_collection_node:main",
         ],
     },
 )
