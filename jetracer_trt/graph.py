@@ -12,7 +12,7 @@ that order (``--ros-args -p ... --params-file F -p ...``: rcl applies them as gi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import JetracerError
@@ -124,6 +124,63 @@ def drive_graph(source=None, model=None, backend=None, actuator=None, check=None
              common),
         node("control", "control_node", control_arguments, control_derived),
     ]
+
+
+TELEOPS = ("gamepad", "web", "none")
+# the collection graph: the drive graph's arguments plus these (``launch/collect.launch.py``, ``launch collect``)
+COLLECT_ARGUMENTS = {
+    "out": ("", "dataset folder to record into (created, or appended to); required"),
+    "teleop": ("web", "who drives by hand: gamepad (a pad through the teleop node), web (the page's joystick) or "
+                      "none (click to label only; the model drives if armed)"),
+    "gamepad": ("", "teleop gamepad: the pad's /dev/input/eventN, a by-id link or a name pattern (empty: the "
+                    "first pad found)"),
+    "web_host": ("127.0.0.1", "address the web page listens on (0.0.0.0: the car's Wi-Fi, with a printed token)"),
+    "web_port": ("8080", "web page port (0: no page)"),
+    "record": ("false", "record drive samples from the start (else: the pad's record button, the page, or "
+                        "`ros2 topic pub --once /record std_msgs/msg/Bool '{data: true}'`)"),
+    **DRIVE_ARGUMENTS,
+}
+
+
+def collect_graph(out=None, teleop=None, gamepad=None, web_host=None, web_port=None, record=None,
+                  **drive_arguments) -> list[NodeSpec]:
+    """The drive graph plus what records on the car: the data-collection node (with the web page) and, with
+    ``teleop`` gamepad, the teleop node; the control node starts in manual mode when a hand drives. Arguments as
+    for ``drive_graph`` (None: not given)."""
+    given = {name: value for name, value in (("out", out), ("teleop", teleop), ("gamepad", gamepad),
+                                             ("web_host", web_host), ("web_port", web_port), ("record", record))
+             if value is not None}
+    values = {name: given.get(name, COLLECT_ARGUMENTS[name][0]) for name in
+              ("out", "teleop", "gamepad", "web_host", "web_port", "record")}
+    if not values["out"]:
+        raise JetracerError("the collection graph needs out (the dataset folder to record into)")
+    if values["teleop"] not in TELEOPS:
+        raise JetracerError(f"unknown teleop {values['teleop']!r}; choose one of {', '.join(TELEOPS)}")
+    try:
+        values["web_port"] = int(values["web_port"])
+    except ValueError:
+        raise JetracerError(f"web_port must be an integer, got {values['web_port']!r}") from None
+    values["record"] = _flag(values["record"])
+    frames, inference, control = drive_graph(**drive_arguments)
+    control = replace(control, defaults={**control.defaults,
+                                         "mode": "autopilot" if values["teleop"] == "none" else "manual"})
+
+    def split(arguments: dict) -> tuple[dict, dict]:
+        """(explicit, defaults) of the parameters that come from ``arguments`` (parameter -> argument)."""
+        return ({p: values[a] for p, a in arguments.items() if a in given},
+                {p: values[a] for p, a in arguments.items() if a not in given})
+
+    explicit, defaults = split({"out": "out", "web_host": "web_host", "web_port": "web_port",
+                                "record_at_start": "record"})
+    profile = control.defaults.get("profile", "car")
+    specs = [frames, inference, control,
+             NodeSpec("data_collection", "data_collection_node", "jetracer_trt.nodes.data_collection_node",
+                      explicit, defaults={**defaults, "profile": profile})]
+    if values["teleop"] == "gamepad":
+        explicit, defaults = split({"device": "gamepad"})
+        specs.append(NodeSpec("teleop", "teleop_node", "jetracer_trt.nodes.teleop_node", explicit,
+                              defaults=defaults))
+    return specs
 
 
 def _matches(pattern: str, node_name: str) -> bool:

@@ -177,6 +177,9 @@ class Monitor:
             "off_track_events": int(float(sim["off_track_events"])) if "off_track_events" in sim else None,
             "stages_ms": {stage: self._p50_p99(*where) for stage, where in STAGE_KEYS.items()},
             "overhead_ms": self._p50_p99(*OVERHEAD_KEY),
+            # the collection graph: samples written this session (None: no data-collection node)
+            "samples_recorded": (int(float(recorded["written"])) if "written" in (recorded := self.status.get(
+                "jetracer_trt/data_collection", {})) else None),
         }
 
     def close(self) -> None:

@@ -8,6 +8,8 @@ ROS-free; the data-collection node feeds it frames and commands with their stamp
   target the car's control law would steer to with that steering (``control.target_from_steering``); the raw
   steering and throttle go into the sample's metadata.
 - **Click mode**: a frame with the target a person clicked on it (exact image coordinates in [-1, 1]).
+- A car standing still (throttle 0: nobody holds the stick, the deadman stopped it) is not recorded (``standing``):
+  its frames would teach steering with no consequence, as donkeycar's record-on-throttle also avoids.
 - A rate limit keeps drive-mode recording at ``max_rate_hz`` (the model then sees data at the rate it drives).
 - Disk errors never stop the node: the error is kept in ``last_error`` (for the log and the web page), nothing
   already written is lost (the dataset writer guarantees it), and the next sample tries again, so recording resumes
@@ -25,6 +27,7 @@ from .control import STEERING_LABEL_Y, ControlParams, target_from_steering
 from .errors import JetracerError
 
 SOURCES = ("click", "teleop", "autopilot")
+STANDING_THROTTLE = 1e-3  # below this the car does not move
 RATE_SLACK_S = 0.005  # camera stamps jitter: a frame a few ms early for the rate limit still counts as due
 
 
@@ -47,7 +50,8 @@ class Recorder:
         self.calibration_id = calibration_id
         self.session = session
         self.recording = False
-        self.counts = {"written": 0, "clicks": 0, "too_old": 0, "rate_limited": 0, "errors": 0, "undone": 0}
+        self.counts = {"written": 0, "clicks": 0, "too_old": 0, "standing": 0, "rate_limited": 0, "errors": 0,
+                       "undone": 0}
         self.last_error: str | None = None
         self.last_image: str | None = None  # the image name of the last sample written
         self._commands: deque[Command] = deque(maxlen=history)
@@ -80,6 +84,9 @@ class Recorder:
         command = self.command_at(stamp_s)
         if command is None:
             self.counts["too_old"] += 1
+            return False
+        if abs(command.throttle) < STANDING_THROTTLE:
+            self.counts["standing"] += 1
             return False
         x, y = target_from_steering(command.steering, self.params, self.label_y)
         source = "teleop" if command.mode in ("manual", "local_angle") else "autopilot"

@@ -1,91 +1,12 @@
 """ros2 launch jetracer_trt drive.launch.py [source:=sim|csi|v4l2|video|folder] [model:=...] [backend:=...]
-[actuator:=pca9685|sim|none] [params_file:=...] [check:=true]
+[actuator:=pca9685|sim|none] [params_file:=...] [check:=true] ...   (`--show-args` lists them all)
 
-The graph itself is described once in jetracer_trt.graph; `jetracer-trt launch drive` runs the same graph without
-a ROS 2 install.
-
-Parameter precedence, lowest first: each node's defaults, the launch arguments' defaults, ``params_file``, the
-launch arguments given on the command line (``name:=value``). A launch argument's default cannot be told from an
-explicit value equal to it once declared, so the first action notes which arguments were given before the
-declarations fill in the defaults. Each node then gets three parameter sources in that order: a dict (launch_ros
-writes it under ``/**``), the params file, and a file of the explicit values under the node's own name: rcl applies
-a params file's sections in the order each first appeared, so a section for the node written after the user's file
-wins over all of it, while a ``/**`` dict given before it loses to any of its sections.
-
-A node that exits with a non-zero status (bad input such as a missing model, a camera gone for good) ends the
-whole launch: the others cannot drive without it.
-
-The last resort: when the control node's process ends with a non-zero status or by a signal (its own neutral may
-not have run), this launch writes neutral to the car's board itself (``jetracer_trt.actuators.neutral``). It does so
-in the launch process, from the exit event: ``ros2 launch`` starts no new process once it is shutting down, which is
-exactly when a control node that would not stop gets killed.
+The graph is described once in jetracer_trt.graph (`jetracer-trt launch drive` runs the same graph without a ROS 2
+install); parameter precedence, failed nodes and the last resort: jetracer_trt.ros_launch.
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
-from launch.event_handlers import OnProcessExit
-from launch.events import Shutdown
-from launch.logging import get_logger
-from launch_ros.actions import Node
-
-from jetracer_trt.graph import DRIVE_ARGUMENTS, drive_graph, params_file_values
-from jetracer_trt.launcher import exit_description, neutral_after_exit
-
-
-def _after_exit(node_name: str, actuator: tuple[str, str | None] | None):
-    """A node that fails ends the whole launch (the graph cannot drive without it); the node that drives the car
-    also gets the last resort."""
-    def on_exit(event, _context):
-        if actuator is not None:
-            neutral_after_exit(node_name, event.returncode, *actuator, get_logger("drive.launch"))
-        if event.returncode != 0:
-            return [EmitEvent(event=Shutdown(reason=f"node {node_name} failed ({exit_description(event.returncode)})"))]
-        return None
-    return on_exit
-
-
-def _explicit_parameters_file(node_name: str, values: dict) -> str:
-    """``values`` as a params file for ``node_name`` alone, in the temporary folder until the launch ends."""
-    import atexit
-    import os
-    import tempfile
-
-    import yaml
-
-    with tempfile.NamedTemporaryFile("w", prefix=f"jetracer_trt_{node_name}_", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump({node_name: {"ros__parameters": values}}, f)
-    atexit.register(lambda: os.path.exists(f.name) and os.remove(f.name))
-    return f.name
-
-
-def _graph(context, given: set):
-    configurations = context.launch_configurations
-    params_file = configurations["params_file"] if "params_file" in given else ""
-    specs = drive_graph(**{name: configurations[name] for name in DRIVE_ARGUMENTS
-                           if name in given and name != "params_file"})
-    entities = []
-    for spec in specs:
-        node = Node(package="jetracer_trt", executable=spec.executable, name=spec.name, output="screen",
-                    parameters=[p for p in (spec.defaults, params_file, spec.parameters and
-                                            _explicit_parameters_file(spec.name, spec.parameters)) if p],
-                    remappings=list(spec.remappings))
-        entities.append(node)
-        effective = spec.effective_parameters(params_file_values(params_file, spec.name))
-        actuator = ((str(effective["actuator"]), effective.get("calibration_file") or None)
-                    if "actuator" in effective else None)
-        entities.append(RegisterEventHandler(OnProcessExit(target_action=node,
-                                                           on_exit=_after_exit(spec.name, actuator))))
-    return entities
+from jetracer_trt.graph import DRIVE_ARGUMENTS, drive_graph
+from jetracer_trt.ros_launch import launch_description
 
 
 def generate_launch_description():
-    given = set()  # the launch arguments given explicitly, noted before the declarations add the defaults
-
-    def note_given(context):
-        given.update(name for name in DRIVE_ARGUMENTS if name in context.launch_configurations)
-
-    return LaunchDescription(
-        [OpaqueFunction(function=note_given)]
-        + [DeclareLaunchArgument(name, default_value=default, description=description)
-           for name, (default, description) in DRIVE_ARGUMENTS.items()]
-        + [OpaqueFunction(function=_graph, args=[given])]
-    )
+    return launch_description(DRIVE_ARGUMENTS, drive_graph)

@@ -93,3 +93,12 @@ def test_undo_removes_this_sessions_last_sample_crash_safely(tmp_path, params):
     assert [s.x for s in samples] == [0.1] and corrupt == 0
     assert rec.undo() is not None and rec.undo() is None  # nothing of this session left
     assert read_dataset(tmp_path / "d")[0] == []
+
+
+def test_a_car_standing_still_is_not_recorded(tmp_path, params):
+    rec = recorder(tmp_path, params, max_rate_hz=0)
+    rec.recording = True
+    rec.on_command(1.0, 0.3, 0.0, "manual")  # steering, but the deadman holds the throttle at 0
+    assert rec.on_frame(1.01, FRAME) is False and rec.counts["standing"] == 1
+    rec.on_command(1.02, 0.3, 0.2, "manual")
+    assert rec.on_frame(1.03, FRAME)

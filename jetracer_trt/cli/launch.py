@@ -1,4 +1,4 @@
-"""``jetracer-trt launch drive``: the drive graph as separate processes, without a ROS 2 install (pip wheels only)."""
+"""``jetracer-trt launch drive|collect``: a graph as separate processes, without a ROS 2 install (pip wheels only)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..errors import JetracerError
-from ..graph import DRIVE_ARGUMENTS
+from ..graph import COLLECT_ARGUMENTS, DRIVE_ARGUMENTS
 
 PRECEDENCE = ("Parameters, lowest first: each node's defaults, these options' defaults, the --params-file, the "
               "options given on the command line.")
@@ -19,21 +19,32 @@ STOPPING = ("Ctrl-C, SIGINT, SIGTERM, SIGHUP (closed terminal, dropped SSH sessi
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "launch", help="run the ROS 2 drive graph without a ROS 2 install",
-        description="Runs the same graph as `ros2 launch jetracer_trt drive.launch.py`, one process per node, "
-                    "and stops it cleanly (car in neutral) on Ctrl-C.")
+        "launch", help="run a ROS 2 graph (drive, collect) without a ROS 2 install",
+        description="Runs the same graph as `ros2 launch jetracer_trt drive.launch.py` (or collect.launch.py), one "
+                    "process per node, and stops it cleanly (car in neutral) on Ctrl-C.")
     commands = parser.add_subparsers(dest="launch_command", metavar="<graph>")
     parser.set_defaults(func=lambda args: (parser.print_help(), 1)[1])
     drive = commands.add_parser("drive", help="camera -> inference -> control (default: the simulator)",
                                 description=f"The drive graph; options are the launch file's arguments. "
                                             f"{PRECEDENCE} {STOPPING}")
-    for name, (default, description) in DRIVE_ARGUMENTS.items():
-        # None: not given, so a params file may set it (see graph.drive_graph)
-        drive.add_argument(f"--{name.replace('_', '-')}", default=None, help=f"{description} (default: {default!r})")
-    drive.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
+    _add_arguments(drive, DRIVE_ARGUMENTS)
     drive.add_argument("--laps", type=int, help="stop once the simulated car has completed this many laps")
-    drive.add_argument("--json", action="store_true", help="print one JSON object summing the run up at the end")
-    drive.set_defaults(func=run_drive)
+    drive.set_defaults(func=run_drive, graph="drive")
+    collect = commands.add_parser(
+        "collect", help="the drive graph plus recording and the car's web page (teleop by pad or page)",
+        description=f"Records training samples on the car (or in the simulator): drive by hand with a gamepad or "
+                    f"the web page's joystick, or click the road target on live frames; options are "
+                    f"collect.launch.py's arguments. {PRECEDENCE} {STOPPING}")
+    _add_arguments(collect, COLLECT_ARGUMENTS)
+    collect.set_defaults(func=run_drive, graph="collect", laps=None)
+
+
+def _add_arguments(parser, arguments: dict) -> None:
+    for name, (default, description) in arguments.items():
+        # None: not given, so a params file may set it (see graph.drive_graph)
+        parser.add_argument(f"--{name.replace('_', '-')}", default=None, help=f"{description} (default: {default!r})")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object summing the run up at the end")
 
 
 def _ms(pair: dict) -> str:
@@ -55,6 +66,8 @@ def summary_text(summary: dict, plot: str | None = None) -> str:
                  f"latency {latency}")
     stages = ", ".join(f"{name.replace('_to_', '->')} {_ms(pair)}" for name, pair in summary["stages_ms"].items())
     lines.append(f"per stage p50/p99 ms (whole run): {stages}; overhead {_ms(summary['overhead_ms'])}")
+    if summary.get("samples_recorded") is not None:
+        lines.append(f"samples recorded this session: {summary['samples_recorded']}")
     lines.append(f"stopped: {summary['stopped_because']}")
     if summary["neutral_by_supervisor"]:
         lines.append("the control node ended without its own neutral: the runner set neutral")
@@ -73,17 +86,19 @@ def _print(text: str) -> None:
 
 
 def run_drive(args: argparse.Namespace) -> int:
-    from ..graph import drive_graph, params_file_values
+    from ..graph import collect_graph, drive_graph, params_file_values
     from ..launcher import run_graph
 
-    given = {name: getattr(args, name) for name in DRIVE_ARGUMENTS if name != "params_file"}
+    graph, arguments = (collect_graph, COLLECT_ARGUMENTS) if args.graph == "collect" else (drive_graph,
+                                                                                           DRIVE_ARGUMENTS)
+    given = {name: getattr(args, name) for name in arguments if name != "params_file"}
     params_file = args.params_file or ""
     params_file_values(params_file, "control")  # fail now on a missing or unreadable file, not in every node
     if args.plot:  # fail now, not after the drive
         from ..sim.visualize import ensure_parent_dir
 
         ensure_parent_dir(args.plot)
-    specs = drive_graph(**given)
+    specs = graph(**given)
     until = None
     if args.laps:
         until = lambda monitor: monitor.laps_completed >= args.laps  # noqa: E731

@@ -200,6 +200,8 @@ def run(node_factory: Callable[[], Node], args=None) -> int:
                 if handler is not None and stop["signal"] is None:
                     handler()
                     handler.result()  # raises what the callback raised
+                elif handler is not None:
+                    handler.cancel()  # closes its coroutine: not run, and no "never awaited" warning at exit
                 fatal = getattr(node, "fatal_error", None)
                 if fatal:
                     _fail(name, str(fatal))
