@@ -200,3 +200,29 @@ def test_a_missing_model_ends_the_launch_with_one_line_naming_the_node_and_the_c
         assert "Traceback" not in log, log[-3000:]
     finally:
         launched.stop()
+
+
+def test_ros2_launch_of_the_collection_graph_records_and_stops_cleanly(workspace, tmp_path):
+    """collect.launch.py with the real tools: the model drives the simulator (no hand: autopilot), the
+    data-collection node records, one Ctrl-C stops every node cleanly, and the dataset reads back."""
+    from jetracer_trt.dataset import read_dataset
+
+    data = tmp_path / "data"
+    command = ["ros2", "launch", "jetracer_trt", "collect.launch.py", f"out:={data}", "teleop:=none",
+               "web_port:=0", "record:=true", "track_seed:=1004"]
+    launched = ros2_tools.Started(command, workspace.env, tmp_path / "launch.log", cwd=workspace.root, terminal=True)
+    try:
+        wait_until_up(launched)
+        assert launched.wait_for("recording into", START_S), launched.text()[-3000:]
+        deadline = time.monotonic() + 60
+        while len(read_dataset(data)[0]) < 20:
+            assert time.monotonic() < deadline, f"nothing recorded:\n{launched.text()[-3000:]}"
+            time.sleep(1.0)
+        launched.ctrl_c()
+        rc = launched.wait(STOP_S)
+    finally:
+        launched.stop()
+    assert_stopped_cleanly(launched, rc)
+    assert re.search(r"\[data_collection_node-\d+\]: process has finished cleanly", launched.text())
+    samples, corrupt = read_dataset(data)
+    assert corrupt == 0 and {s.meta["source"] for s in samples} == {"autopilot"}
