@@ -83,15 +83,21 @@ class ControlNode(Node):
                                         allow_example_calibration=allow_example)
         self.actuator.start()
         self.add_on_set_parameters_callback(self.on_set_parameters)
-        self.cmd_pub = self.create_publisher(TwistStamped, "cmd", RELIABLE,
-                                             event_callbacks=PublisherEventCallbacks(incompatible_qos=self._warn_qos))
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(PointStamped, "road_target", self.on_target, LATEST_ONLY,
-                                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._warn_qos))
-        self.mode_pub = self.create_publisher(String, "mode", RELIABLE)
+        # QoS events: only the incompatible-QoS warning where a peer can get it wrong; every other event handler
+        # would sit in the executor's wait set, rebuilt on every wake-up (50+ a second)
+        warn_pub = PublisherEventCallbacks(incompatible_qos=self._warn_qos, use_default_callbacks=False)
+        warn_sub = SubscriptionEventCallbacks(incompatible_qos=self._warn_qos, use_default_callbacks=False)
+        self._quiet_pub = PublisherEventCallbacks(use_default_callbacks=False)
+        self._quiet_sub = SubscriptionEventCallbacks(use_default_callbacks=False)
+        self._warn_sub = warn_sub
+        self.cmd_pub = self.create_publisher(TwistStamped, "cmd", RELIABLE, event_callbacks=warn_pub)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10, event_callbacks=self._quiet_pub)
+        self.create_subscription(PointStamped, "road_target", self.on_target, LATEST_ONLY, event_callbacks=warn_sub)
+        self.mode_pub = self.create_publisher(String, "mode", RELIABLE, event_callbacks=self._quiet_pub)
         self._hands: dict[str, PadState] = {}
         for topic in mux.sources:
-            self.create_subscription(Joy, topic, lambda msg, topic=topic: self.on_joy(topic, msg), LATEST_ONLY)
+            self.create_subscription(Joy, topic, lambda msg, topic=topic: self.on_joy(topic, msg), LATEST_ONLY,
+                                     event_callbacks=warn_sub)
         self._subscribe_any_reliability(Bool, "arm", self.on_arm)
         self._subscribe_any_reliability(Bool, "estop", self.on_estop)
         self._subscribe_any_reliability(Empty, "estop_release", self.on_estop_release)
@@ -114,10 +120,8 @@ class ControlNode(Node):
     def _subscribe_any_reliability(self, msg_type, topic: str, callback) -> None:
         """A reliable and a best-effort subscription: a reliable publisher is heard reliably, a best-effort one
         (which a reliable subscription cannot match) is heard too. Duplicates are harmless: these commands latch."""
-        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _event: None, use_default_callbacks=False)
-        self.create_subscription(msg_type, topic, callback, RELIABLE, event_callbacks=quiet)
-        self.create_subscription(msg_type, topic, callback, BEST_EFFORT_EVENTS,
-                                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._warn_qos))
+        self.create_subscription(msg_type, topic, callback, RELIABLE, event_callbacks=self._quiet_sub)
+        self.create_subscription(msg_type, topic, callback, BEST_EFFORT_EVENTS, event_callbacks=self._warn_sub)
 
     def _warn_qos(self, event) -> None:
         policy = qos_policy_name_from_kind(event.last_policy_kind)
