@@ -9,6 +9,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ["ROS_DOMAIN_ID"] = str(100 + (os.getpid() + 37) % 100)
 
 import rclpy  # noqa: E402
+from in_process_node import node_maker  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
 from rclpy.clock import Clock, ClockType  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -21,24 +22,8 @@ from jetracer_trt.nodes.control_node import ControlNode  # noqa: E402
 
 @pytest.fixture
 def make_node():
-    made = []
-
-    def make(**params):
-        args = ["--ros-args", "-p", "actuator:=none"]
-        for key, value in params.items():
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            args += ["-p", f"{key}:={text}"]
-        rclpy.init(args=args)
-        node = ControlNode()
-        made.append(node)
-        return node
-
-    yield make
-    for node in made:
-        node.shutdown()
-        node.destroy_node()
-    if rclpy.ok():
-        rclpy.shutdown()
+    with node_maker(ControlNode, actuator="none") as make:
+        yield make
 
 
 def target(x=0.2, age_s=0.0, model_ms=0.0):

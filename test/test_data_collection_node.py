@@ -13,7 +13,7 @@ pytest.importorskip("rclpy")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ["ROS_DOMAIN_ID"] = str(100 + (os.getpid() + 53) % 100)
 
-import rclpy  # noqa: E402
+from in_process_node import node_maker  # noqa: E402
 from geometry_msgs.msg import TwistStamped  # noqa: E402
 from rclpy.clock import Clock, ClockType  # noqa: E402
 from sensor_msgs.msg import Image, Joy  # noqa: E402
@@ -28,24 +28,8 @@ FRAME = np.full((224, 224, 3), 120, np.uint8)
 
 @pytest.fixture
 def make_node():
-    made = []
-
-    def make(**params):
-        args = ["--ros-args"]
-        for key, value in params.items():
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            args += ["-p", f"{key}:={text}"]
-        rclpy.init(args=args)
-        node = DataCollectionNode()
-        made.append(node)
-        return node
-
-    yield make
-    for node in made:
-        node.shutdown()
-        node.destroy_node()
-    if rclpy.ok():
-        rclpy.shutdown()
+    with node_maker(DataCollectionNode) as make:
+        yield make
 
 
 def now_stamp():
