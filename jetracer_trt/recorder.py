@@ -54,6 +54,7 @@ class Recorder:
                        "undone": 0}
         self.last_error: str | None = None
         self.last_image: str | None = None  # the image name of the last sample written
+        self.writer_error: str | None = None  # why ``writer`` is None, when the host could not open the dataset
         self._commands: deque[Command] = deque(maxlen=history)
         self._stamps: deque[float] = deque(maxlen=history)
         self._last_recorded_s = float("-inf")
@@ -120,6 +121,9 @@ class Recorder:
         return name
 
     def _append(self, frame, x: float, y: float, **meta) -> bool:
+        if self.writer is None:  # the dataset folder could not be opened (yet): the host retries
+            self._error(self.writer_error or "no dataset to record into")
+            return False
         try:
             name = self.writer.append(frame, x, y, calibration=self.calibration_id, session=self.session, **meta)
         except (JetracerError, OSError) as exc:

@@ -112,3 +112,21 @@ def test_the_web_page_labels_undoes_and_drives_through_the_node(tmp_path, make_n
 def test_without_a_dataset_folder_the_node_says_so(make_node):
     with pytest.raises(JetracerError, match="out:=DIR"):
         make_node(web_port=0)
+
+
+def test_an_unwritable_dataset_folder_is_an_error_the_node_survives_and_recording_starts_once_fixed(tmp_path,
+                                                                                                    make_node):
+    blocker = tmp_path / "usb"
+    blocker.write_text("not a folder yet: the stick is not mounted")
+    node = make_node(out=str(blocker / "data"), record_at_start=True, web_port=0, max_rate_hz=0.0)
+    assert node.recorder.writer is None and "cannot record into" in node.status()["error"]
+    node.on_cmd(cmd(0.2, 0.2))
+    node.on_image(image())  # nothing to write into: counted as an error, no crash
+    assert node.recorder.counts["errors"] == 1
+    blocker.unlink()
+    blocker.mkdir()
+    node.report()  # the once-a-second retry
+    assert node.recorder.writer is not None and node.status()["error"] is None
+    node.on_cmd(cmd(0.2, 0.2))
+    node.on_image(image())
+    assert len(read_dataset(blocker / "data")[0]) == 1

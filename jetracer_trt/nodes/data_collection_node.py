@@ -55,13 +55,13 @@ class DataCollectionNode(Node):
         web_port = declare(self, "web_port", 8080, "web page port (0: no web page)", 0, 65535, read_only=True)
         web_token = declare(self, "web_token", "", "token every web request must carry (empty: a new one when "
                             "the page is reachable from other machines)", read_only=True)
-        from ..dataset import DatasetWriter
-
         self._lock = threading.Lock()  # the recorder is fed by this node's callbacks and the web page's worker
-        self.recorder = Recorder(DatasetWriter(out), ControlParams.from_config(profile=profile),
+        self.out = out
+        self.recorder = Recorder(None, ControlParams.from_config(profile=profile),
                                  max_rate_hz=max_rate, max_pair_age_s=max_age, label_y=label_y,
                                  calibration_id=_calibration_id(calibration), session=uuid.uuid4().hex[:8])
         self.recorder.recording = recording
+        self._open_dataset()
         self.mode = ""
         self._target = None
         self._command = (0.0, 0.0)
@@ -86,8 +86,25 @@ class DataCollectionNode(Node):
             token = web_token or (None if is_loopback(web_host) else new_token())
             self.web = WebApp(self, host=web_host, port=web_port, token=token).start()
             self.get_logger().info(f"web page: {self.web.url}")
-        self.get_logger().info(f"recording into {out} ({'on' if recording else 'paused'}; "
-                               f"{self.recorder.writer.count} samples there)")
+
+    def _open_dataset(self) -> None:
+        """Opens (or creates) the dataset; a folder that cannot be written is an error on the log and the page, and
+        is tried again every second, so recording starts once it is fixed (a disk mounted, permissions given)."""
+        from ..dataset import DatasetWriter
+
+        try:
+            writer = DatasetWriter(self.out)
+        except (JetracerError, OSError) as exc:
+            message = f"cannot record into {self.out}: {exc}"
+            if message != self.recorder.writer_error:
+                self.get_logger().error(f"{message} (the node keeps running and tries again every second)")
+            self.recorder.writer_error = message
+            return
+        with self._lock:
+            self.recorder.writer, self.recorder.writer_error = writer, None
+            self.recorder.last_error = None  # the failed appends' reason was the missing dataset
+        self.get_logger().info(f"recording into {self.out} ({'on' if self.recorder.recording else 'paused'}; "
+                               f"{writer.count} samples there)")
 
     # -- ROS inputs -----------------------------------------------------------------------------------------------
     def on_image(self, msg: Image) -> None:
@@ -133,7 +150,8 @@ class DataCollectionNode(Node):
 
     def status(self) -> dict:
         return {"mode": self.mode, "session_samples": self.recorder.counts["written"],
-                "recording": self.recorder.recording, "error": self.recorder.last_error}
+                "recording": self.recorder.recording,
+                "error": self.recorder.last_error or self.recorder.writer_error}
 
     def label(self, frame, x: float, y: float) -> str:
         with self._lock:
@@ -153,10 +171,12 @@ class DataCollectionNode(Node):
 
     # -- outputs --------------------------------------------------------------------------------------------------
     def report(self) -> None:
+        if self.recorder.writer is None:
+            self._open_dataset()
         counts = self.recorder.counts
         self.samples_pub.publish(UInt32(data=max(0, counts["written"])))
-        error = self.recorder.last_error
-        if error and error != self._reported_error:
+        error = self.recorder.last_error or self.recorder.writer_error
+        if error and error != self._reported_error and error != self.recorder.writer_error:
             self.get_logger().error(f"recording: {error} (the node keeps running; recording resumes when the "
                                     "problem is gone)")
         self._reported_error = error
@@ -167,7 +187,8 @@ class DataCollectionNode(Node):
     def shutdown(self) -> None:
         if self.web is not None:
             self.web.stop()  # a zero command for whoever held the page's joystick
-        self.recorder.writer.close()
+        if self.recorder.writer is not None:
+            self.recorder.writer.close()
         self.get_logger().info(f"recorded {self.recorder.counts['written']} samples this session "
                                f"({self.recorder.counts['too_old']} frames without a recent command)")
 
