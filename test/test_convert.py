@@ -454,3 +454,16 @@ def test_modelopt_qdq_onnx_has_qdq_around_every_conv_and_runs_on_onnxruntime(tmp
         got = verify.engine_outputs(engine, frames.verification)
     comparison = verify.compare(verify.reference_outputs(SHIPPED, frames.verification), got, "int8")
     assert comparison.ok, comparison.report()
+
+
+def test_modelopts_patches_of_onnx_runtime_are_undone_after_a_qdq_build():
+    from onnxruntime.quantization import calibrate
+
+    from jetracer_trt.convert.qdq import ort_quantization_left_as_found
+
+    original_method, original_factory = calibrate.MinMaxCalibrater.collect_data, calibrate.create_calibrator
+    with ort_quantization_left_as_found():  # what ModelOpt's quantize() does to the process
+        calibrate.MinMaxCalibrater.collect_data = lambda self, reader: None
+        calibrate.create_calibrator = lambda *a, **k: None
+    assert calibrate.MinMaxCalibrater.collect_data is original_method
+    assert calibrate.create_calibrator is original_factory

@@ -20,6 +20,8 @@ onnxruntime-gpu~=1.24, which conflict with this project's onnx and onnxruntime p
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import shutil
 import tempfile
@@ -61,9 +63,10 @@ def make_qdq_onnx(source_onnx: Path, frames: np.ndarray, contract: ModelContract
         quantized = Path(work) / "qdq.onnx"
         log.info("calibrating Q/DQ INT8 (ModelOpt, %s) on %d frames", CALIBRATION_METHOD, len(frames))
         try:
-            quantize(str(prepared), quantize_mode="int8", calibration_data=Preprocessor(contract).batch(frames),
-                     calibration_method=CALIBRATION_METHOD, calibration_eps=["cpu"], output_path=str(quantized),
-                     log_level="WARNING")
+            with ort_quantization_left_as_found():
+                quantize(str(prepared), quantize_mode="int8", calibration_data=Preprocessor(contract).batch(frames),
+                         calibration_method=CALIBRATION_METHOD, calibration_eps=["cpu"], output_path=str(quantized),
+                         log_level="WARNING")
         except Exception as exc:  # noqa: BLE001 - ModelOpt raises many types; name the first line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise JetracerError(f"ModelOpt INT8 quantization of {source_onnx} failed: {first[:300]}") from None
@@ -82,6 +85,37 @@ def make_qdq_onnx(source_onnx: Path, frames: np.ndarray, contract: ModelContract
         with atomic_path(out) as tmp:
             shutil.copyfile(quantized, tmp)
     return out
+
+
+_ORT_QUANTIZATION_MODULES = ("calibrate", "base_quantizer", "qdq_quantizer", "onnx_quantizer", "quantize")
+
+
+@contextlib.contextmanager
+def ort_quantization_left_as_found():
+    """ModelOpt's quantize() replaces methods of ONNX Runtime's calibrators and quantizers for the whole process and
+    leaves them so; afterwards ONNX Runtime's own INT8 route (``onnxruntime_int8``) breaks in the same process
+    ('NoneType' object has no attribute 'extend'). This puts back every module attribute and class attribute of
+    ONNX Runtime's quantization modules as they were before."""
+    import importlib
+
+    saved = []
+    for name in _ORT_QUANTIZATION_MODULES:
+        try:
+            module = importlib.import_module(f"onnxruntime.quantization.{name}")
+        except ImportError:
+            continue
+        saved.append((module, dict(vars(module))))
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                saved.append((value, dict(vars(value))))
+    try:
+        yield
+    finally:
+        for owner, attributes in saved:
+            current = vars(owner)
+            for key, value in attributes.items():
+                if current.get(key) is not value:
+                    setattr(owner, key, value)
 
 
 def convs_without_qdq(proto) -> list[str]:
