@@ -7,9 +7,12 @@ worst frame and mean) and writes it atomically only then; an existing file is re
 route's build (``OnnxExport``):
 
 1. Load the checkpoint with ``model.load_checkpoint`` (best.pt, last.pt or a bare ResNet18 state_dict), FP32, eval,
-   with its model contract.
+   with its model contract; a pose checkpoint (``jetracer-trt train --task pose``, or trt_pose's own
+   ``resnet18_baseline_att`` weights, ``pose/checkpoint.py``) as trt_pose's network with the pose contract, whose
+   topology is the checkpoint's own or, for trt_pose's weights, the one given (default config/human_pose.json).
 2. Export with the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): the contract's input size
-   and input/output names, a dynamic batch dimension, opset 17 by default. Why this exporter: the dynamo exporter
+   and input/output names (a pose model: two outputs, ``cmap`` and ``paf``), a dynamic batch dimension, opset 17 by
+   default. Why this exporter: the dynamo exporter
    needs the ``onnxscript`` package, which the training environment does not have, while this one is part of torch;
    and it can keep BatchNormalization as separate nodes (``do_constant_folding=False``), which step 3 relies on.
 3. Shrink the file losslessly: best.pt holds FP16-exact weights, so every FP32 initializer whose values survive a
@@ -40,7 +43,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__
-from .contract import CONTRACT_KEY, ModelContract
+from .contract import CONTRACT_KEY, POSE, ROAD_FOLLOWING, ModelContract
 from .convert.calibration import FrameSplit
 from .convert.pipeline import Build, ConvertRequest, ConvertResult, Route
 from .engines.artifacts import ONNX_CHECKPOINT_SHA256
@@ -61,9 +64,9 @@ VERIFY_BATCH = 8  # the exported model is checked at batches of 8, which exercis
 
 
 def export_model_proto(model: torch.nn.Module, contract: ModelContract, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """The FP32 ONNX graph of ``model`` with the contract's input size and names, a dynamic batch and BatchNorm kept
-    unfused."""
-    input_name, output_name = contract.input_name, contract.output_name
+    """The FP32 ONNX graph of ``model`` with the contract's input size and names (one output tensor per name of
+    ``contract.output_tensors``), a dynamic batch and BatchNorm kept unfused."""
+    input_name, output_names = contract.input_name, list(contract.output_tensors)
     dummy = torch.zeros(1, 3, contract.input_height, contract.input_width, dtype=torch.float32)
     buffer = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
@@ -72,8 +75,8 @@ def export_model_proto(model: torch.nn.Module, contract: ModelContract, opset: i
             torch.onnx.export(
                 model, (dummy,), buffer,
                 dynamo=False,  # TorchScript exporter: no onnxscript needed (see the module docstring)
-                input_names=[input_name], output_names=[output_name],
-                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                input_names=[input_name], output_names=output_names,
+                dynamic_axes={name: {0: "batch"} for name in (input_name, *output_names)},
                 opset_version=int(opset),
                 do_constant_folding=False,  # keeps BatchNormalization: its and Conv's weights stay FP16-exact
                 training=torch.onnx.TrainingMode.EVAL,
@@ -150,23 +153,63 @@ class OnnxExport(Route):
     what = "the exported ONNX model on ONNX Runtime"
     precisions = ("fp32",)
     sources = (".pt", ".pth")
-    source_kind = "a PyTorch checkpoint (.pt, .pth: RUN/best.pt, RUN/last.pt or a ResNet18 state_dict)"
+    source_kind = ("a PyTorch checkpoint (.pt, .pth: RUN/best.pt, RUN/last.pt, a ResNet18 state_dict, or a pose "
+                   "checkpoint: ours or trt_pose's resnet18_baseline_att weights)")
+    TASKS = (ROAD_FOLLOWING, POSE)
 
-    def __init__(self, opset: int = DEFAULT_OPSET) -> None:
+    def __init__(self, opset: int = DEFAULT_OPSET, task: str | None = None, topology=None) -> None:
+        """``task``: what the checkpoint is (None: found out from the file); ``topology``: a ``pose.PoseTopology``
+        for trt_pose's weights (default config/human_pose.json)."""
         self.opset = opset
+        self.task = task
+        self.topology = topology
+        self._pose: tuple | None = None  # (state dict, checkpoint dict, contract) of a pose source, read once
 
     def check(self, request: ConvertRequest) -> None:
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or self.opset < 11:
             raise JetracerError(f"--opset must be an integer >= 11, got {self.opset!r}")
+        if self.task is not None and self.task not in self.TASKS:
+            raise JetracerError(f"--task must be one of {', '.join(self.TASKS)}, not {self.task!r}")
+        if self.topology is not None and self.task == ROAD_FOLLOWING:
+            raise JetracerError("--topology is for pose checkpoints (--task pose)")
+        self._pose = None
+        if self.task == POSE or self.task is None and _is_pose_file(request.source):
+            from .pose.checkpoint import read_pose_checkpoint
+
+            self._pose = read_pose_checkpoint(request.source, self.topology)
+        elif self.task is None and self.topology is not None:
+            raise JetracerError(f"--topology is for pose checkpoints, and {request.source.name} is none")
+
+    def source_contract(self, request: ConvertRequest) -> ModelContract:
+        return self._pose[2] if self._pose else super().source_contract(request)
+
+    def _network(self, request: ConvertRequest) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """(FP32 network in eval mode, checkpoint dict) of the source."""
+        if not self._pose:
+            return load_checkpoint(request.source)
+        from .pose.network import build_pose_network
+
+        state, data, contract = self._pose
+        model = build_pose_network(contract.pose_topology())
+        model.load_state_dict(state, strict=True)
+        return model.float().eval(), data
+
+    def reference(self, request: ConvertRequest, frames: np.ndarray, contract: ModelContract):
+        if not self._pose:
+            return super().reference(request, frames, contract)
+        from .verify import tensor_model_outputs
+
+        return tensor_model_outputs(self._network(request)[0], frames, contract)
 
     def build(self, request: ConvertRequest, contract: ModelContract, frames: FrameSplit, out: Path,
               work: Path) -> Build:
-        model, data = load_checkpoint(request.source)
+        model, data = self._network(request)
         proto = export_model_proto(model, contract, self.opset)
         fp16, fp32 = store_fp16_initializers(proto)
         if fp32 > fp16:
-            log.warning("%d of %d weight tensors are not FP16-exact (an FP32 checkpoint such as last.pt?); they stay "
-                        "FP32 and the file is about twice the size it would be from best.pt", fp32, fp16 + fp32)
+            log.warning("%d of %d weight tensors are not FP16-exact (an FP32 checkpoint such as last.pt, or trt_pose's "
+                        "own weights?); they stay FP32 and the file is about twice the size it would be from best.pt",
+                        fp32, fp16 + fp32)
         sha256 = source_hash(request.source)
         _add_metadata(proto, data, request.source, sha256, contract)
         try:
@@ -184,13 +227,26 @@ class OnnxExport(Route):
         return {"providers": ["CPUExecutionProvider"]}
 
 
+def _is_pose_file(path: Path) -> bool:
+    """True when ``path`` holds a pose checkpoint, ours or trt_pose's."""
+    from .model import load_torch_file
+    from .pose.checkpoint import is_pose_checkpoint
+    from .pose.network import trt_pose_variant
+
+    data = load_torch_file(path)
+    return is_pose_checkpoint(data) or (isinstance(data, dict) and trt_pose_variant(data) is not None)
+
+
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
                 frames_dir: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
-                num_frames: int = VERIFY_FRAMES, force: bool = False) -> ConvertResult:
+                num_frames: int = VERIFY_FRAMES, force: bool = False, task: str | None = None,
+                topology=None) -> ConvertResult:
     """Exports ``checkpoint`` to ``out`` (default: ``<checkpoint stem>.onnx`` beside it) only if ONNX Runtime agrees
-    with PyTorch within the FP32 tolerance of ``verify.TOLERANCES`` on every output; otherwise raises
-    JetracerError and leaves ``out`` as it was. An existing ``out`` is replaced only with ``force``."""
+    with PyTorch within the FP32 tolerance of its task (``verify.tolerances_for``) on every output; otherwise raises
+    JetracerError and leaves ``out`` as it was. An existing ``out`` is replaced only with ``force``. ``task``: road
+    following or pose (None: what the checkpoint is); ``topology``: a ``pose.PoseTopology`` for trt_pose's weights
+    (default config/human_pose.json)."""
     request = ConvertRequest(source=Path(checkpoint), precision="fp32", out=Path(out) if out is not None else None,
                              calib_dir=Path(frames_dir) if frames_dir is not None else None,
                              verify_frames=num_frames, max_batch=VERIFY_BATCH, force=force)
-    return OnnxExport(opset).convert(request)
+    return OnnxExport(opset, task=task, topology=topology).convert(request)

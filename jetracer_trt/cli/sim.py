@@ -9,6 +9,8 @@ import time
 
 from ..errors import JetracerError
 
+COLLECT_TASKS = ("road_following", "pose")
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -49,16 +51,24 @@ def register(subparsers) -> None:
     ev.set_defaults(func=run_eval)
 
     co = commands.add_parser(
-        "collect", help="record expert-driven, labelled frames into a dataset",
+        "collect", help="record expert-driven, labelled frames into a dataset (or synthetic people: --task pose)",
         description="The expert (the control law on the true road target) drives with injected steering noise, so "
                     "the data shows recoveries; every frame is labelled with the correct target. Appends to an "
-                    "existing dataset. Track seeds 1000 and above are reserved for evaluation.",
+                    "existing dataset. Track seeds 1000 and above are reserved for evaluation. With --task pose: "
+                    "synthetic scenes of articulated people (one per scene seed: 224x224 frames, each person's 18 "
+                    "keypoints with their visibility, jetracer_trt/pose/data.py) into a pose dataset for "
+                    "`jetracer-trt train --task pose`; scene seeds from 1,000,000 are held out for evaluation.",
     )
+    co.add_argument("--task", choices=COLLECT_TASKS, default=COLLECT_TASKS[0],
+                    help="road_following (expert driving, the default) or pose (synthetic people)")
     co.add_argument("--out", required=True, metavar="DIR", help="dataset folder (created, or appended to)")
-    co.add_argument("--frames", type=int, required=True, help="frames to record")
-    co.add_argument("--seeds", default="0-99", help="track seeds: N, A-B or a list like 1,4,10-12 (default: 0-99)")
-    co.add_argument("--randomize", action="store_true", help="domain randomization for every episode")
-    co.add_argument("--episode-frames", type=int, default=300, help="frames per episode before the next track")
+    co.add_argument("--frames", type=int, required=True, help="frames (scenes, with --task pose) to record")
+    co.add_argument("--seeds", help="track seeds, or scene seeds with --task pose: N, A-B or a list like 1,4,10-12 "
+                    "(default: 0-99; pose: the scenes after the dataset's last)")
+    co.add_argument("--randomize", action="store_true", help="domain randomization for every episode (road "
+                    "following; pose scenes are always randomized)")
+    co.add_argument("--episode-frames", type=int, help="frames per episode before the next track (road following; "
+                    "default: 300)")
     co.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
     co.set_defaults(func=run_collect)
 
@@ -149,17 +159,47 @@ def control_overrides(params_file: str | None, assignments: list[str]) -> dict:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    from ..sim.collect import collect
     from ..sim.track import parse_seeds
 
-    seeds = parse_seeds(args.seeds)
+    if args.task == "pose":
+        return run_collect_pose(args)
+    from ..sim.collect import collect
+
+    seeds = parse_seeds(args.seeds or "0-99")
     bar = _progress(args.frames, "frames")
     try:
-        written = collect(args.out, seeds, args.frames, args.randomize, episode_frames=args.episode_frames,
+        written = collect(args.out, seeds, args.frames, args.randomize, episode_frames=args.episode_frames or 300,
                           workers=args.workers, on_progress=bar.update)
     finally:
         bar.close()
     print(f"recorded {written} frames from {len(seeds)} track seed(s) into {args.out}")
+    return 0
+
+
+def run_collect_pose(args: argparse.Namespace) -> int:
+    """``sim collect --task pose``: the scenes of ``--frames`` seeds into a pose dataset."""
+    from ..pose.data import collect_pose, next_seed
+    from ..sim.track import parse_seeds
+
+    for flag, given in (("--randomize", args.randomize), ("--episode-frames", args.episode_frames is not None)):
+        if given:
+            raise JetracerError(f"{flag} is for road-following data; pose scenes are always randomized")
+    if args.frames < 1:
+        raise JetracerError("--frames must be a positive number")
+    if args.seeds:
+        seeds = parse_seeds(args.seeds)
+        if len(seeds) < args.frames:
+            raise JetracerError(f"--seeds names {len(seeds)} scenes, fewer than the {args.frames} frames asked for")
+        seeds = seeds[:args.frames]
+    else:
+        first = next_seed(args.out)
+        seeds = list(range(first, first + args.frames))
+    bar = _progress(len(seeds), "scenes")
+    try:
+        written = collect_pose(args.out, seeds, workers=args.workers, on_progress=bar.update)
+    finally:
+        bar.close()
+    print(f"recorded {written} scenes (seeds {seeds[0]}..{seeds[-1]}) into {args.out}")
     return 0
 
 

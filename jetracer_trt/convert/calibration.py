@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..contract import CONTRACT_KEY, ModelContract
+from ..contract import CONTRACT_KEY, POSE, ROAD_FOLLOWING, ModelContract
 from ..engines.artifacts import ONNX_SOURCE_SHA256
 from ..engines.sidecar import source_hash
 from ..errors import JetracerError
@@ -37,9 +37,10 @@ class FrameSplit:
 
 
 def split_frames(frames_dir: str | os.PathLike | None, calibration_count: int,
-                 verification_count: int) -> FrameSplit:
-    """Frames spread over ``frames_dir`` (a dataset or image folder; simulator frames when None), split into a
-    calibration and a verification set that share no frame; ``calibration_count`` 0: verification frames only.
+                 verification_count: int, task: str = ROAD_FOLLOWING) -> FrameSplit:
+    """Frames spread over ``frames_dir`` (a dataset or image folder; when None, simulator frames, or synthetic
+    scenes of people for ``task`` pose), split into a calibration and a verification set that share no frame;
+    ``calibration_count`` 0: verification frames only.
 
     Verifying on frames the quantizer has seen would flatter it, so the sets are disjoint whenever there are at
     least ``2 * MIN_FRAMES`` frames (each set shrinks in proportion when there are fewer than asked for); with fewer,
@@ -54,8 +55,8 @@ def split_frames(frames_dir: str | os.PathLike | None, calibration_count: int,
             raise JetracerError(f"frames folder not found: {root} (give a dataset from `jetracer-trt sim collect` "
                                 "or a folder of .jpg/.png images)")
     wanted = calibration_count + verification_count
-    frames = verification_frames(frames_dir, wanted)  # spread evenly over the whole source
-    source = "simulator" if frames_dir is None else str(frames_dir)
+    frames = verification_frames(frames_dir, wanted, task)  # spread evenly over the whole source
+    source = ("synthetic pose scenes" if task == POSE else "simulator") if frames_dir is None else str(frames_dir)
     total = len(frames)
     notes = []
     if not calibration_count:

@@ -18,6 +18,11 @@ Accuracy choices, each measured as mean |dx| against the FP32 model on 600 held-
   was a third of the error (3.5e-3 with it quantized).
 * no ``reduce_range`` (7-bit weights against int16 saturation on CPUs without VNNI): less accurate here.
 
+A pose model (``cmap`` and ``paf`` outputs) converts the same way: its convolutions become QLinearConv; its six
+ConvTranspose upsampling layers stay FP32 (ONNX Runtime's QOperator format has no quantized ConvTranspose), so the
+INT8 file is larger than the FP16-stored FP32 one (its FP32 ConvTranspose weights) and those layers run at FP32
+speed (measurements in models/POSE_MODEL_CARD.md).
+
 The build (the pipeline, ``pipeline.py``, does the rest): fold the FP16+Cast weights and BatchNormalization into
 plain FP32 Convs (``calibration.plain_fp32_graph``), ``quantize_static`` with frames normalized by
 ``preprocess.Preprocessor`` for the model's contract, check that every Conv became a QLinearConv, and record
@@ -113,8 +118,8 @@ def quantize_qoperator(prepared: Path, calibration_frames, contract: ModelContra
     proto = onnx.load(str(out))
     ops = collections.Counter(node.op_type for node in proto.graph.node)
     if ops["QLinearConv"] != convs or ops["Conv"]:
-        raise JetracerError(f"only {ops['QLinearConv']} of {convs} convolutions were quantized; is the source the "
-                            "FP32 road-following model exported by `jetracer-trt export`?")
+        raise JetracerError(f"only {ops['QLinearConv']} of {convs} convolutions were quantized; is the source an "
+                            "FP32 model exported by `jetracer-trt export`?")
     return proto
 
 
