@@ -448,11 +448,11 @@ def test_task_option_dispatches_to_the_tasks_trainer(monkeypatch, tmp_path):
 
     calls = []
     fake = types.ModuleType("fake_pose_train")
-    fake.run_cli = lambda args: calls.append((args.task, args.data, args.out)) or 0
+    fake.run_cli = lambda args: calls.append((args.task, args.data, args.out, args.minutes)) or 0
     monkeypatch.setitem(sys.modules, "fake_pose_train", fake)
     monkeypatch.setitem(train_cli.TASK_MODULES, "pose", "fake_pose_train")
-    assert run_cli(["--task", "pose", "--data", "coco", "--out", str(tmp_path / "p")]) == 0
-    assert calls == [("pose", ["coco"], str(tmp_path / "p"))]
+    assert run_cli(["--task", "pose", "--data", "coco", "--out", str(tmp_path / "p"), "--minutes", "3.4"]) == 0
+    assert calls == [("pose", ["coco"], str(tmp_path / "p"), 3.4)]
     monkeypatch.setitem(train_cli.TASK_MODULES, "pose", "jetracer_trt.no_such_trainer")
     with pytest.raises(JetracerError, match="--task pose: this install has no trainer"):
         run_cli(["--task", "pose", "--out", str(tmp_path / "p")])

@@ -104,6 +104,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-steps", type=int, metavar="N", help="stop after N optimizer steps in total (smoke runs, tests)"
     )
+    parser.add_argument("--minutes", type=float, metavar="M", help="--task pose: a time budget; the learning rate "
+                        "anneals over it and the run ends when it is spent (default: config/pose_train.yaml)")
     parser.add_argument("--no-export", action="store_true", help="do not write RUN/best.onnx at the end")
 
 
@@ -149,7 +151,7 @@ def torchrun_command(args: argparse.Namespace) -> list[str]:
     if args.data:
         options += ["--data", *args.data]
     for flag in ("--out", "--init", "--epochs", "--batch-size", "--lr", "--weight-decay", "--val-fraction", "--seed",
-                 "--workers", "--weights", "--batchnorm", "--augment", "--device", "--max-steps"):
+                 "--workers", "--weights", "--batchnorm", "--augment", "--device", "--max-steps", "--minutes"):
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             options += [flag, str(value)]
