@@ -775,6 +775,20 @@ def _rng_states() -> dict[str, Any]:
     }
 
 
+def resume_progress(state: dict | None, optimizer, scheduler, scaler) -> tuple[int, int, list, dict, int | None]:
+    """A ``last.pt`` state put back into the optimizer, scheduler and gradient scaler (built first: the scheduler's
+    construction resets the learning rate), and where the run was: (start epoch, global step, history, best
+    metrics, best epoch); a fresh start without ``state``."""
+    if state is None:
+        return 0, 0, [], {}, None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler.is_enabled() and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return (int(state["epoch"]), int(state["global_step"]), list(state.get("history") or []),
+            dict(state.get("best_metrics") or {}), state.get("best_epoch"))
+
+
 def _restore_rng_states(states: Mapping[str, Any]) -> None:
     try:
         random.setstate(states["python"])
@@ -984,19 +998,8 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, settings["warmup_fraction"], settings["min_lr_ratio"])
     )
-    start_epoch, global_step, history = 0, 0, []
-    best_metrics: dict[str, Any] = {}
-    best_epoch: int | None = None
+    start_epoch, global_step, history, best_metrics, best_epoch = resume_progress(state, optimizer, scheduler, scaler)
     if state is not None:
-        # optimizer after the scheduler's construction (which resets the lr), scheduler last
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler.is_enabled() and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
-        history = list(state.get("history") or [])
-        best_metrics = dict(state.get("best_metrics") or {})
-        best_epoch = state.get("best_epoch")
         _restore_rng_states(state.get("rng") or {})
         say("resuming %s at epoch %d, step %d", run_dir, start_epoch, global_step)
     best_value = best_metrics.get(selected_by, math.inf)

@@ -55,7 +55,7 @@ from ..errors import JetracerError
 from ..model import imagenet_weights_path, load_torch_file, save_checkpoint
 from ..preprocess import normalize_batch_torch, resize
 from ..train import TrainResult, close_loader, lr_factor, make_loader, make_optimizer, prepare_run_dir, \
-    resolve_device, write_loss_plot, write_metrics
+    resolve_device, resume_progress, write_loss_plot, write_metrics
 from .checkpoint import load_pose_checkpoint, make_pose_checkpoint, pose_record
 from .data import EVALUATION_SEEDS, MAX_PEOPLE, VALIDATION_SEEDS, pad_people, read_pose_dataset, render_scene
 from .evaluate import ALPHA, PckResult, pck_of_maps
@@ -435,15 +435,8 @@ def train_pose(data: Sequence[str] | None, out_dir: str | os.PathLike, *, overri
         optimizer, lambda step: lr_factor(max(step, int(clock.progress() * total_steps)), total_steps,
                                           settings["warmup_fraction"], settings["min_lr_ratio"]))
     flip = mirror_index(topology)
-    start_epoch, global_step, history, best_metrics, best_epoch = 0, 0, [], {}, None
+    start_epoch, global_step, history, best_metrics, best_epoch = resume_progress(state, optimizer, scheduler, scaler)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler.is_enabled() and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
-        history, best_metrics = list(state.get("history") or []), dict(state.get("best_metrics") or {})
-        best_epoch = state.get("best_epoch")
         log.info("resuming %s at epoch %d, step %d", run_dir, start_epoch, global_step)
     selected_by = "val_pck" if val_loader is not None else "train_loss"
     best_value = best_metrics.get(selected_by, -math.inf if selected_by == "val_pck" else math.inf)
