@@ -4,6 +4,7 @@ one way to run a node (``run``: every signal that ends a node, a fatal error and
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -185,6 +186,9 @@ def run(node_factory: Callable[[], Node], args=None) -> int:
         try:
             rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
             node = node_factory()
+            # everything built so far (the imported libraries, the model, the node) lives until the end: out of the
+            # collector's reach, a full collection no longer walks it and stalls a frame by ~10 ms
+            gc.freeze()
             stop["node"] = node
             name = node.get_name()
             executor = SingleThreadedExecutor()
