@@ -18,6 +18,7 @@ ROS-free; the data-collection node feeds it frames and commands with their stamp
 from __future__ import annotations
 
 import bisect
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -25,10 +26,30 @@ import numpy as np
 
 from .control import STEERING_LABEL_Y, ControlParams, target_from_steering
 from .errors import JetracerError
+from .latency import LatencyStats
 
 SOURCES = ("click", "teleop", "autopilot")
 STANDING_THROTTLE = 1e-3  # below this the car does not move
 RATE_SLACK_S = 0.005  # camera stamps jitter: a frame a few ms early for the rate limit still counts as due
+LATENCY_FRAMES = 90  # the live latency figures are medians over this many recent frames (3 s at 30 Hz)
+
+
+class LatencyFigures:
+    """Named latencies from a frame's capture (``capture_to_command``, ``capture_to_web``, ...) for the web page's
+    live view: ``add`` from any thread, ``figures()`` the median of each over its last ``LATENCY_FRAMES`` frames in
+    ms (None until measured), as the backends' ``status()["latency_ms"]``."""
+
+    def __init__(self, *names: str):
+        self._stats = {name: LatencyStats(recent=LATENCY_FRAMES) for name in names}
+        self._lock = threading.Lock()  # fed by the camera's thread, read by the web page's
+
+    def add(self, name: str, ms: float) -> None:
+        with self._lock:
+            self._stats[name].add(ms)
+
+    def figures(self) -> dict[str, float | None]:
+        with self._lock:
+            return {name: round(stats.recent()[0], 1) if stats.count else None for name, stats in self._stats.items()}
 
 
 @dataclass(frozen=True)
@@ -111,14 +132,23 @@ class Recorder:
             return None
         name = self._written[-1]
         try:
-            self.writer.remove(name)
+            self.remove(name)
         except (JetracerError, OSError) as exc:
             self._error(f"undo failed: {exc}")
             return None
-        self._written.pop()
         self.counts["undone"] += 1
-        self.counts["written"] -= 1
         return name
+
+    def remove(self, name: str) -> None:
+        """Removes the sample of image ``name`` (this session's or an older one: the dataset browser's delete) with
+        a crash-safe tombstone; a sample of this session no longer counts as written, nor can it be undone. Raises
+        JetracerError (``DatasetWriteError`` on a disk error, the sample then still there)."""
+        if self.writer is None:
+            raise JetracerError(self.writer_error or "no dataset to remove samples from")
+        self.writer.remove(name)
+        if name in self._written:
+            self._written.remove(name)
+            self.counts["written"] -= 1
 
     def _append(self, frame, x: float, y: float, **meta) -> bool:
         if self.writer is None:  # the dataset folder could not be opened (yet): the host retries

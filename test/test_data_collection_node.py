@@ -130,3 +130,51 @@ def test_an_unwritable_dataset_folder_is_an_error_the_node_survives_and_recordin
     node.on_cmd(cmd(0.2, 0.2))
     node.on_image(image())
     assert len(read_dataset(blocker / "data")[0]) == 1
+
+
+def stamp_ms_ago(ms):
+    stamp = now_stamp()
+    ns = stamp.sec * 1_000_000_000 + stamp.nanosec - int(ms * 1e6)
+    stamp.sec, stamp.nanosec = divmod(ns, 1_000_000_000)
+    return stamp
+
+
+def test_the_status_shows_latency_from_capture_to_command_and_to_the_page(tmp_path, make_node):
+    node = make_node(out=str(tmp_path / "d"), web_port=0)
+    assert node.status()["latency_ms"] == {"capture_to_command": None, "capture_to_web": None}
+    node.on_cmd(cmd(0.1, 0.0))  # no frame's stamp (a hand's command before any target): no figure
+    assert node.status()["latency_ms"]["capture_to_command"] is None
+    command = cmd(0.1, 0.0)
+    command.header.stamp = stamp_ms_ago(40)  # the control node's command carries its frame's capture stamp
+    node.on_cmd(command)
+    time.sleep(0.15)
+    node.on_cmd(command)  # the same frame's command again (the control node's own tick): not a second figure
+    frame = image()
+    frame.header.stamp = stamp_ms_ago(15)
+    node.on_image(frame)
+    latency = node.status()["latency_ms"]
+    assert 40 <= latency["capture_to_command"] < 80
+    assert 15 <= latency["capture_to_web"] < 60
+    json.dumps(node.status())
+
+
+def test_a_sample_deleted_from_the_page_is_gone_and_no_longer_counted(tmp_path, make_node):
+    from jetracer_trt.dataset import DatasetWriter
+
+    with DatasetWriter(tmp_path / "d") as writer:  # an earlier session's sample
+        older = writer.append(FRAME, 0.1, 0.1)
+    node = make_node(out=str(tmp_path / "d"), web_port=0)
+    assert node.dataset_root() == str(tmp_path / "d")
+    frame = image()
+    node.on_image(frame)
+
+    class Shown:
+        stamp_ns = frame.header.stamp.sec * 1_000_000_000 + frame.header.stamp.nanosec
+        rgb = FRAME
+
+    mine = node.label(Shown, 0.5, 0.5)
+    assert node.status()["session_samples"] == 1
+    node.delete(mine)
+    node.delete(older)
+    assert node.status()["session_samples"] == 0 and node.undo() is None
+    assert read_dataset(tmp_path / "d") == ([], 0)

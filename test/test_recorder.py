@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from jetracer_trt.control import ControlParams, compute_command, target_from_steering
+from jetracer_trt import recorder as recorder_module
 from jetracer_trt.dataset import DatasetWriter, read_dataset
-from jetracer_trt.recorder import Recorder
+from jetracer_trt.errors import JetracerError
+from jetracer_trt.recorder import LatencyFigures, Recorder
 
 FRAME = np.full((224, 224, 3), 90, np.uint8)
 
@@ -102,3 +104,29 @@ def test_a_car_standing_still_is_not_recorded(tmp_path, params):
     assert rec.on_frame(1.01, FRAME) is False and rec.counts["standing"] == 1
     rec.on_command(1.02, 0.3, 0.2, "manual")
     assert rec.on_frame(1.03, FRAME)
+
+
+def test_remove_takes_any_sample_out_and_a_session_sample_out_of_the_counts_and_undo(tmp_path, params):
+    with DatasetWriter(tmp_path / "d") as writer:
+        older = writer.append(FRAME, 0.0, 0.0)  # another session's
+    rec = recorder(tmp_path, params)
+    assert rec.label_click(1.0, FRAME, 0.1, 0.1) and rec.label_click(2.0, FRAME, 0.2, 0.2)
+    first = rec._written[0]
+    rec.remove(first)
+    rec.remove(older)
+    assert rec.counts["written"] == 1 and rec.counts["undone"] == 0
+    assert [s.x for s in read_dataset(tmp_path / "d")[0]] == [0.2]
+    assert rec.undo() is not None and rec.undo() is None  # the removed one is not undone a second time
+    assert rec.counts["written"] == 0 and read_dataset(tmp_path / "d") == ([], 0)
+    rec.writer, rec.writer_error = None, "cannot record into /media/usb: not mounted"
+    with pytest.raises(JetracerError, match="not mounted"):
+        rec.remove(older)
+
+
+def test_latency_figures_are_medians_of_recent_frames(monkeypatch):
+    monkeypatch.setattr(recorder_module, "LATENCY_FRAMES", 5)
+    figures = LatencyFigures("capture_to_command", "capture_to_web")
+    assert figures.figures() == {"capture_to_command": None, "capture_to_web": None}
+    for ms in (100.0, 10.0, 11.0, 12.0, 13.0, 14.0):  # the 100 ms frame is no longer recent
+        figures.add("capture_to_command", ms)
+    assert figures.figures() == {"capture_to_command": 12.0, "capture_to_web": None}

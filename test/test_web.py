@@ -14,7 +14,7 @@ import pytest
 
 aiohttp = pytest.importorskip("aiohttp", reason="the web page needs the web extra: pip install -e '.[web]'")
 
-from jetracer_trt.dataset import DatasetWriteError  # noqa: E402
+from jetracer_trt.dataset import DatasetWriteError, DatasetWriter  # noqa: E402
 from jetracer_trt.errors import JetracerError  # noqa: E402
 from jetracer_trt.sim.camera import image_to_label  # noqa: E402
 from jetracer_trt.web import WebApp, app as web_app, label_from_pixel  # noqa: E402
@@ -23,7 +23,8 @@ from jetracer_trt.web import WebApp, app as web_app, label_from_pixel  # noqa: E
 class FakeBackend:
     """Records every call; ``fail`` makes ``label`` raise it."""
 
-    def __init__(self):
+    def __init__(self, root="/nonexistent/dataset"):
+        self.root = root
         self.calls: list[tuple] = []
         self.labels: list[tuple] = []
         self.fail: Exception | None = None
@@ -51,6 +52,12 @@ class FakeBackend:
     def set_recording(self, on):
         self.calls.append(("record", on))
 
+    def delete(self, image):
+        self.calls.append(("delete", image))
+
+    def dataset_root(self):
+        return self.root
+
     def status(self):
         return {"mode": "manual", "session_samples": len(self.labels), "recording": False}
 
@@ -67,8 +74,10 @@ def served():
 
 
 @pytest.fixture
-def served_with_token():
-    backend = FakeBackend()
+def served_with_token(tmp_path):
+    backend = FakeBackend(tmp_path / "data")
+    with DatasetWriter(tmp_path / "data") as writer:
+        writer.append(_frame(), 0.5, -0.5)
     with WebApp(backend, port=0, token="s3cret-token") as app:
         yield app, backend
 
@@ -122,18 +131,23 @@ def test_page_loads(served):
 
 
 ROUTES = [("GET", "/", None), ("GET", "/api/status", None), ("POST", "/api/label", {"stamp_ns": 1, "u": 1, "v": 1}),
-          ("POST", "/api/undo", {}), ("POST", "/api/record", {"on": True}), ("POST", "/api/estop", {})]
+          ("POST", "/api/undo", {}), ("POST", "/api/record", {"on": True}), ("POST", "/api/estop", {}),
+          ("GET", "/api/dataset", None), ("GET", "/api/dataset?page=0&per_page=5", None),
+          ("GET", "/api/dataset/image?id=images/nope_000000.jpg", None),
+          ("POST", "/api/dataset/delete", {"id": "images/nope_000000.jpg"})]
 
 
 @pytest.mark.parametrize("method,path,body", ROUTES)
 def test_every_request_needs_the_token(served_with_token, method, path, body):
     app, backend = served_with_token
+    query = "&" if "?" in path else "?"
     assert _request(app, method, path, body)[0] == 401
     assert _request(app, method, path, body, headers={"X-Token": "s3cret-tokem"})[0] == 403
-    assert _request(app, method, path + "?token=wrong", body)[0] == 403
+    assert _request(app, method, path + query + "token=wrong", body)[0] == 403
     assert backend.calls == [] and backend.labels == []
-    assert _request(app, method, path, body, headers={"X-Token": "s3cret-token"})[0] in (200, 409)
-    assert _request(app, method, path + "?token=s3cret-token", body)[0] in (200, 409)
+    # answered by the route itself: 409 a frame not in memory, 404 a sample not in the dataset
+    assert _request(app, method, path, body, headers={"X-Token": "s3cret-token"})[0] in (200, 404, 409)
+    assert _request(app, method, path + query + "token=s3cret-token", body)[0] in (200, 404, 409)
 
 
 def test_websocket_needs_the_token(served_with_token):
@@ -454,6 +468,25 @@ def test_sim_backend_labels_records_drives_and_stops(tmp_path):
     assert samples[0].meta == {"source": "click", "stamp_ns": stamp, "track_seed": 3}
     assert (samples[0].x, samples[0].y) == (-0.5, 0.5)
     assert {s.meta["source"] for s in samples[1:]} == {"record"} and len(samples) >= 2
+
+
+def test_sim_backend_status_has_its_latencies_from_capture(tmp_path):
+    from jetracer_trt.web.sim_backend import SimBackend
+
+    backend = SimBackend(tmp_path / "data", track_seed=3)
+    assert backend.status()["latency_ms"] == {"capture_to_command": None, "capture_to_web": None}
+    backend.start(lambda stamp, rgb, overlay: time.sleep(0.004))  # a page that takes 4 ms to take a frame
+    try:
+        _wait_for(lambda: backend.status()["latency_ms"]["capture_to_command"] is not None)
+        time.sleep(0.2)
+        latency = backend.status()["latency_ms"]
+    finally:
+        backend.stop()
+    # capture is when rendering starts: the frame reaches the page after rendering, the command is applied after
+    # the page has taken the frame
+    assert 0 < latency["capture_to_web"] < 200
+    assert latency["capture_to_web"] + 3.5 < latency["capture_to_command"] < 300
+    json.dumps(backend.status())
 
 
 def _wait_for(condition, timeout_s: float = 5.0) -> None:

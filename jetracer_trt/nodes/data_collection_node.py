@@ -9,6 +9,10 @@ written this session), /diagnostics.
 
 A command is paired with frames by when it was received: the frame gets the command that was in effect at its
 capture. Disk errors are logged and shown on the page; the node keeps running and recording resumes by itself.
+The page's status carries the latencies the node sees from a frame's capture (``latency_ms``): to the control
+node's command made from that frame (the capture stamp travels on to the command), and to the frame's arrival here,
+where it is handed to the page. The page's dataset browser deletes through the recorder (a tombstone; a sample of
+this session then no longer counts as written).
 """
 from __future__ import annotations
 
@@ -26,9 +30,9 @@ from std_msgs.msg import Bool, String, UInt32
 from ..actuators.calibration import default_calibration_path
 from ..control import PROFILES, STEERING_LABEL_Y, ControlParams
 from ..errors import JetracerError
-from ..recorder import Recorder
+from ..recorder import LatencyFigures, Recorder
 from ..teleop.layout import RELEASED, TOPIC as JOY_TOPIC, PadState, pressed
-from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for, stamp_to_ns, steady_timer
+from .common import LATEST_ONLY, RELIABLE, declare, diagnostics, main_for, ms_since, stamp_to_ns, steady_timer
 from .control_node import WEB_JOY_TOPIC
 from .image_msg import MalformedImage, image_to_rgb
 
@@ -67,6 +71,10 @@ class DataCollectionNode(Node):
         self._command = (0.0, 0.0)
         self._pad = RELEASED
         self._reported_error = None
+        # capture -> the control node's command made from that frame (its stamp travels on to the command), and
+        # capture -> this node, where the frame is handed to the web page
+        self.latency = LatencyFigures("capture_to_command", "capture_to_web")
+        self._last_cmd_stamp = 0
         self._system_clock = Clock(clock_type=ClockType.SYSTEM_TIME)
         self.web_joy_pub = self.create_publisher(Joy, WEB_JOY_TOPIC, RELIABLE)
         self.estop_pub = self.create_publisher(Bool, "estop", RELIABLE)
@@ -114,6 +122,7 @@ class DataCollectionNode(Node):
             self.get_logger().warning(f"skipping malformed image: {exc}", throttle_duration_sec=5.0)
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
+        self.latency.add("capture_to_web", ms_since(msg.header.stamp))
         with self._lock:
             self.recorder.on_frame(stamp_ns / 1e9, frame)
         if self.web is not None:
@@ -122,9 +131,13 @@ class DataCollectionNode(Node):
 
     def on_cmd(self, msg: TwistStamped) -> None:
         self._command = (-msg.twist.angular.z, msg.twist.linear.x)  # ROS: angular.z > 0 turns left
-        received_s = self._system_clock.now().nanoseconds / 1e9
+        received_ns = self._system_clock.now().nanoseconds
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        if stamp_ns and stamp_ns != self._last_cmd_stamp:  # one figure per frame (the control node repeats
+            self._last_cmd_stamp = stamp_ns                 # the last frame's stamp between targets); 0: no frame
+            self.latency.add("capture_to_command", (received_ns - stamp_ns) / 1e6)
         with self._lock:
-            self.recorder.on_command(received_s, *self._command, self.mode)
+            self.recorder.on_command(received_ns / 1e9, *self._command, self.mode)
 
     def on_target(self, msg: PointStamped) -> None:
         self._target = [msg.point.x, msg.point.y]
@@ -150,7 +163,7 @@ class DataCollectionNode(Node):
 
     def status(self) -> dict:
         return {"mode": self.mode, "session_samples": self.recorder.counts["written"],
-                "recording": self.recorder.recording,
+                "recording": self.recorder.recording, "latency_ms": self.latency.figures(),
                 "error": self.recorder.last_error or self.recorder.writer_error}
 
     def label(self, frame, x: float, y: float) -> str:
@@ -163,6 +176,13 @@ class DataCollectionNode(Node):
     def undo(self) -> str | None:
         with self._lock:
             return self.recorder.undo()
+
+    def delete(self, image: str) -> None:
+        with self._lock:
+            self.recorder.remove(image)
+
+    def dataset_root(self) -> str:
+        return self.out
 
     def set_recording(self, on: bool) -> None:
         if on != self.recorder.recording:

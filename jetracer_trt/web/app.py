@@ -19,7 +19,10 @@ thread and asyncio loop (aiohttp), so a host (the collection node next to rclpy'
   time on every request (``?token=`` or the ``X-Token`` header). Without a token only loopback Host headers are
   served (a web site the user visits cannot reach the page through DNS rebinding), and a cross-origin request is
   refused (WebSockets are not bound by CORS). Bodies and WebSocket messages are size-limited, and no URL maps to a
-  file: the page is one packaged file and the dataset is reached only through the backend.
+  file: the page is one packaged file and the dataset is reached only through the backend and ``browse.py``.
+- **Dataset browser**: pages of the dataset's samples, newest first, as thumbnails with their label drawn
+  (``/api/dataset``, ``/api/dataset/image``), and a delete that goes through the backend (a tombstone, as undo);
+  samples are named by their image as the index names it, looked up among the live samples, never opened by name.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ from aiohttp import WSMsgType, web
 
 from ..dataset import DatasetWriteError
 from ..errors import JetracerError
+from .browse import MAX_PER_PAGE, DatasetBrowser, UnknownSample, check_sample_id
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,8 @@ MAX_BODY_BYTES = 16 * 1024  # every request is a small JSON object
 MAX_WS_MESSAGE_BYTES = 4096
 STATUS_EVERY_S = 0.5  # a client waiting for a frame gets the status this often, so it sees a dead camera
 JPEG_QUALITY = 80
+MAX_PAGE_NUMBER = 10_000_000
+THUMBNAIL_CACHE = "private, max-age=3600"  # an image name is never given to another frame
 
 
 @dataclass(frozen=True)
@@ -96,9 +102,17 @@ class Backend(Protocol):
     def set_recording(self, on: bool) -> None:
         """Starts or stops recording."""
 
+    def delete(self, image: str) -> None:
+        """Removes the sample of ``image`` (an index's image name, a live sample of the dataset) for good."""
+
+    def dataset_root(self):
+        """The dataset folder the page browses (str or Path); it may not exist yet."""
+
     def status(self) -> dict:
-        """JSON-serialisable; the page shows ``mode``, ``session_samples``, ``recording``, ``latency_ms``, ``error``
-        (e.g. a full disk) and ``estop`` when present."""
+        """JSON-serialisable; the page shows ``mode``, ``session_samples``, ``recording``, ``error`` (e.g. a full
+        disk), ``estop`` and ``latency_ms`` when present: {name: milliseconds or None (not measured yet)}, each a
+        latency from a frame's capture the backend measures (``capture_to_command``: to the command made with
+        that frame; ``capture_to_web``: to the frame handed to the page)."""
 
 
 def new_token() -> str:
@@ -160,6 +174,10 @@ class WebApp:
         self._driver: str | None = None
         self._driver_heard = 0.0
         self._dataset_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="web-dataset")
+        # the dataset browser's reads and thumbnails: two threads, so a page of thumbnails leaves the live view's
+        # JPEG encoding (the loop's default executor) a core on a 2-core car
+        self._browse_worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="web-browse")
+        self._browser = DatasetBrowser(backend.dataset_root())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -191,6 +209,7 @@ class WebApp:
             loop.call_soon_threadsafe(self._stopping.set)
             thread.join(timeout=5)
         self._dataset_worker.shutdown(wait=True)
+        self._browse_worker.shutdown(wait=True)
 
     def show_frame(self, stamp_ns: int, rgb: np.ndarray, overlay: dict | None = None) -> None:
         """Hands the page a new camera frame; thread-safe and cheap (no copy, no encoding here).
@@ -236,6 +255,9 @@ class WebApp:
         app.router.add_post("/api/undo", self._undo_handler)
         app.router.add_post("/api/record", self._record_handler)
         app.router.add_post("/api/estop", self._estop_handler)
+        app.router.add_get("/api/dataset", self._dataset_page_handler)
+        app.router.add_get("/api/dataset/image", self._thumbnail_handler)
+        app.router.add_post("/api/dataset/delete", self._delete_handler)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -280,7 +302,7 @@ class WebApp:
         except _Refused as exc:
             response = _error(exc.status, str(exc))
         if not response.prepared:  # a WebSocket is already on the wire
-            response.headers["Cache-Control"] = "no-store"
+            response.headers.setdefault("Cache-Control", "no-store")
             response.headers["X-Frame-Options"] = "DENY"  # no clickjacking of the joystick from a framing page
             response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
             response.headers["Referrer-Policy"] = "no-referrer"  # the token is in the page's URL
@@ -337,13 +359,28 @@ class WebApp:
         log.warning("e-stop from the web page (%s)", request.remote)
         return web.json_response({"estop": True})
 
+    async def _dataset_page_handler(self, request: web.Request) -> web.Response:
+        page = _query_int(request, "page", 0, 0, MAX_PAGE_NUMBER)
+        per_page = _query_int(request, "per_page", 12, 1, MAX_PER_PAGE)
+        return web.json_response(await self._browse_call(self._browser.page, page, per_page), dumps=_dumps)
+
+    async def _thumbnail_handler(self, request: web.Request) -> web.Response:
+        image = _sample_id(request.query.get("id"))
+        jpeg = await self._browse_call(self._browser.thumbnail, image)
+        return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": THUMBNAIL_CACHE})
+
+    async def _delete_handler(self, request: web.Request) -> web.Response:
+        image = _sample_id((await _json_body(request)).get("id"))
+        await self._browse_call(self._browser.sample, image)  # a live sample of this dataset, or 404
+        await self._dataset_call(self.backend.delete, image)
+        log.info("sample %s deleted from the web page (%s)", image, request.remote)
+        return web.json_response({"deleted": image})
+
+    async def _browse_call(self, method, *args):
+        return await _run_on(self._browse_worker, method, *args)
+
     async def _dataset_call(self, method, *args):
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._dataset_worker, method, *args)
-        except DatasetWriteError as exc:
-            raise _Refused(507, str(exc)) from None
-        except JetracerError as exc:
-            raise _Refused(400, str(exc)) from None
+        return await _run_on(self._dataset_worker, method, *args)
 
     def _status(self, client_id: str | None) -> dict:
         status = dict(self.backend.status())
@@ -493,6 +530,35 @@ class _Refused(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+async def _run_on(worker: ThreadPoolExecutor, method, *args):
+    """``method(*args)`` on ``worker``; its JetracerError answered: a sample not in the dataset 404, a disk error
+    507, any other 400."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(worker, method, *args)
+    except UnknownSample as exc:
+        raise _Refused(404, str(exc)) from None
+    except DatasetWriteError as exc:
+        raise _Refused(507, str(exc)) from None
+    except JetracerError as exc:
+        raise _Refused(400, str(exc)) from None
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 9 and low <= int(text) <= high):
+        raise _Refused(400, f"{name} must be an integer in {low}..{high}, got {text[:20]!r}")
+    return int(text)
+
+
+def _sample_id(value) -> str:
+    try:
+        return check_sample_id(value)
+    except JetracerError as exc:
+        raise _Refused(400, str(exc)) from None
 
 
 async def _json_body(request: web.Request) -> dict:

@@ -4,6 +4,10 @@ A thread steps a ``SimWorld`` at its camera rate with the joystick's command and
 with the simulator's true road target as the overlay's target; clicks are stored by a ``DatasetWriter``
 (``source: "click"``, the frame's stamp), and while recording every frame is stored with that true target
 (``source: "record"``). The same ``Backend`` protocol the collection node implements on the real car.
+
+A frame's stamp is taken when its rendering starts (the simulator's moment of capture), so the status's latencies
+are the simulator's own: ``capture_to_web`` until the frame is handed to the page, ``capture_to_command`` until the
+joystick's command is applied to the car with the step after that frame (recording's disk writes included).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import numpy as np
 
 from ..dataset import DatasetWriter
 from ..errors import JetracerError
+from ..recorder import LatencyFigures
 from ..sim.world import SimWorld
 from .app import Frame
 
@@ -36,6 +41,7 @@ class SimBackend:
         self._estop = False
         self._recording = False
         self._error: str | None = None
+        self.latency = LatencyFigures("capture_to_command", "capture_to_web")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -56,16 +62,18 @@ class SimBackend:
         period = 1.0 / self.rate_hz
         tick = time.monotonic()
         while not self._stop.is_set():
-            rgb = self.world.observe().copy()  # observe() reuses its buffer; the page keeps frames for a while
             stamp_ns = time.time_ns()
+            rgb = self.world.observe().copy()  # observe() reuses its buffer; the page keeps frames for a while
             target = self.world.label()
             with self._lock:
                 steering, throttle = (0.0, 0.0) if self._estop else self._command
                 recording = self._recording
+            self.latency.add("capture_to_web", (time.time_ns() - stamp_ns) / 1e6)
             show_frame(stamp_ns, rgb, {"target": list(target), "steering": steering, "throttle": throttle})
             if recording:
                 self._store(rgb, *target, source="record", stamp_ns=stamp_ns, track_seed=self.track_seed,
                             steering=steering, throttle=throttle)
+            self.latency.add("capture_to_command", (time.time_ns() - stamp_ns) / 1e6)
             self.world.step(steering, throttle)
             tick += period
             self._stop.wait(max(0.0, tick - time.monotonic()))
@@ -95,6 +103,13 @@ class SimBackend:
         with self._writer_lock:
             return self.writer.undo_last()
 
+    def delete(self, image: str) -> None:
+        with self._writer_lock:
+            self.writer.remove(image)
+
+    def dataset_root(self):
+        return self.writer.root
+
     def drive(self, steering: float, throttle: float, held: bool, client_id: str) -> None:
         with self._lock:
             self._command = (steering, throttle) if held else (0.0, 0.0)
@@ -111,4 +126,5 @@ class SimBackend:
         with self._lock:
             estop, recording = self._estop, self._recording
         return {"mode": "manual (simulator)", "session_samples": self.writer.count, "recording": recording,
-                "estop": estop, "error": self._error, "speed_mps": round(self.world.car.state.speed, 2)}
+                "estop": estop, "error": self._error, "speed_mps": round(self.world.car.state.speed, 2),
+                "latency_ms": self.latency.figures()}
