@@ -7,7 +7,8 @@ PACKAGE = "jetracer_trt"
 # every ROS package the nodes and the core import (package.xml lists the same as exec_depend; a test checks both)
 ROS_WHEELS = ["ros-kilted-rclpy[fastrtps]"] + [
     f"ros-kilted-{name}" for name in ("sensor-msgs", "std-msgs", "geometry-msgs", "diagnostic-msgs",
-                                      "rosgraph-msgs", "builtin-interfaces", "rcl-interfaces", "ament-index-python")
+                                      "visualization-msgs", "rosgraph-msgs", "builtin-interfaces", "rcl-interfaces",
+                                      "ament-index-python")
 ]
 
 setup(
@@ -46,14 +47,15 @@ setup(
     zip_safe=True,
     tests_require=["pytest"],
     entry_points={
+        # each node through nodes.entry: the stop signals are handled before the node's module imports anything
         "console_scripts": [
             "jetracer-trt = jetracer_trt.cli.main:main",
-            "sim_node = jetracer_trt.nodes.sim_node:main",
-            "inference_node = jetracer_trt.nodes.inference_node:main",
-            "control_node = jetracer_trt.nodes.control_node:main",
-            "camera_node = jetracer_trt.nodes.camera_node:main",
-            "teleop_node = jetracer_trt.nodes.teleop_node:main",
-            "data_collection_node = jetracer_trt.nodes.data_collection_node:main",
+            "sim_node = jetracer_trt.nodes.entry:sim_node",
+            "inference_node = jetracer_trt.nodes.entry:inference_node",
+            "control_node = jetracer_trt.nodes.entry:control_node",
+            "camera_node = jetracer_trt.nodes.entry:camera_node",
+            "teleop_node = jetracer_trt.nodes.entry:teleop_node",
+            "data_collection_node = jetracer_trt.nodes.entry:data_collection_node",
         ],
     },
 )

@@ -1,5 +1,6 @@
-"""``jetracer-trt benchmark``'s core: how fast each inference backend runs the road-following model on this machine,
-against PyTorch eager FP32 measured in the same run. No ROS, and no torch unless a torch configuration runs.
+"""``jetracer-trt benchmark``'s core: how fast each inference backend runs the road-following model (or the pose
+model) on this machine, against PyTorch eager FP32 measured in the same run. No ROS, and no torch unless a torch
+configuration runs (or ``random_pose_models`` makes a network).
 
 For every batch size N, each configuration's (backend, precision) engine is built with ``max_batch=N`` (as it
 would be built to run batches of N) and, after ``warmup`` untimed calls, each call is timed on two paths:
@@ -23,6 +24,16 @@ machine has one (``TorchEngine(device="cuda", precision="fp32", cuda_graphs=Fals
 Accuracy: each configuration's outputs on all benchmark frames against the FP32 ONNX model on ONNX Runtime's CPU
 provider (``verify.reference_outputs``), judged by ``verify.compare`` with the tolerance of its precision.
 
+The pose model (``task`` pose: ``jetracer-trt benchmark --task pose``, or a ``--model`` whose contract says pose)
+is measured the same way on synthetic scenes of people, ``full`` ending with its ``cmap`` and ``paf`` on the host,
+plus a third path, ``people``: ``full`` then ``pose.parse_people`` on the batch's maps, frames -> people in the
+frames' pixels, what a follow-me behaviour waits for. The parse step of each ``people`` call is also timed apart
+(``parse``: p50/p99 per configuration and batch), and ``parse_objects`` alone on hand-drawn maps of five people
+(the parser's bar: p50 <= 2 ms). Beside the rows stand trt_pose's published FPS for the same network
+(``TRT_POSE_PUBLISHED``: 22 on a Jetson Nano, 251 on a Xavier; model only, not measured here). As the timing does
+not depend on the weights, ``random_pose_models`` makes the files of a randomly initialised network on the fly, so
+that the pose rows can be measured where the trained model file is not.
+
 A configuration that cannot run here (no model file, no CUDA GPU, backend not importable, engine refused) becomes a
 ``Skipped`` entry with the reason, never a crash and never silently dropped; only a configuration the user asked
 for alone (``BenchConfig.required``) raises JetracerError, with what to run to make it possible.
@@ -42,14 +53,18 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from .config import default_model_path
+from .contract import POSE, ROAD_FOLLOWING
 from .engines import BACKENDS, PRECISIONS, create_engine, engine_class
 from .engines.artifacts import checkpoint_path, converted_path
 from .errors import JetracerError
-from .verify import TOLERANCES, VERIFY_FRAMES, compare, engine_outputs, reference_outputs, verification_frames
+from .verify import (TOLERANCES, VERIFY_FRAMES, compare, engine_outputs, reference_outputs, tolerances_for,
+                     verification_frames)
 
 log = logging.getLogger(__name__)
 
 PATHS = ("model", "full")
+POSE_PATHS = ("model", "full", "people")  # a pose model's: and frames -> people, the parser included
+TASKS = (ROAD_FOLLOWING, POSE)
 BASELINE = ("torch", "fp32")  # PyTorch eager FP32: every row's speedup is relative to it
 GPU_ONLY = ("tensorrt", "torch2trt")
 BLOCK = 10  # timed calls per path in one engine's turn (engines take turns: see measure_engines)
@@ -88,6 +103,17 @@ JETSON_RESNET18: dict[str, Any] = {
                               "latency_ms": {"1": 1.66, "2": 2.09, "4": 3.08, "8": 5.42}},
     },
 }
+
+
+# trt_pose's published figures for the same network (its README's table; not measured here): FPS of
+# resnet18_baseline_att_224x224_A optimised with TensorRT through torch2trt, the network alone (no Python parsing;
+# trt_pose users report 8-16 FPS live on a Nano with it)
+TRT_POSE_PUBLISHED: dict[str, Any] = {
+    "source": "trt_pose's README (NVIDIA-AI-IOT/trt_pose), resnet18_baseline_att_224x224_A, TensorRT via torch2trt, "
+              "model only (no parsing); published, not measured here",
+    "fps": {"Jetson Nano": 22.0, "Jetson Xavier": 251.0},
+}
+PARSE_5_PEOPLE_P50_MS = 2.0  # the parser's bar: p50 for five people's maps on the project's 2-core machine
 
 
 class Progress(Protocol):
@@ -133,6 +159,52 @@ class Skipped:
         return {"backend": self.backend, "precision": self.precision, "batch": self.batch, "reason": self.reason}
 
 
+def default_pose_model() -> Path:
+    """The shipped pose model in models/ (models/POSE_MODEL_CARD.md)."""
+    return default_model_path("pose")
+
+
+def random_pose_model_path(folder: str | os.PathLike) -> Path:
+    """The ONNX model ``random_pose_models`` writes in ``folder`` (the other files are named after it)."""
+    return Path(folder) / "pose_random.onnx"
+
+
+def random_pose_models(folder: str | os.PathLike, int8: bool = True, calib_frames: int = 32,
+                       seed: int = 0) -> list[str]:
+    """A randomly initialised pose network (``pose.network``, seeded) made into the files a pose run measures, in
+    ``folder`` under the conventional names (``engines/artifacts.py``): the checkpoint (``pose_random.pt``, the
+    torch rows), its ONNX export (``random_pose_model_path``) and, with ``int8``, its INT8 conversion for ONNX
+    Runtime, each verified as ``export`` and ``convert`` verify. The timing does not depend on the weights, so this
+    measures the pose network where the trained model file is not (it is not in the repository). Returns notes: a
+    conversion that failed, with why (its rows are then skipped: no file)."""
+    import torch
+
+    from .contract import pose_contract
+    from .convert import ConvertRequest, convert
+    from .export import export_onnx
+    from .model import save_checkpoint
+    from .pose.checkpoint import make_pose_checkpoint
+    from .pose.network import build_pose_network
+    from .pose.topology import load_topology
+
+    onnx_model = random_pose_model_path(folder)
+    topology = load_topology()
+    torch.manual_seed(seed)
+    checkpoint = checkpoint_path(onnx_model)
+    save_checkpoint(make_pose_checkpoint(build_pose_network(topology), half=True, contract=pose_contract(topology),
+                                         kind="random weights"), checkpoint)
+    export_onnx(checkpoint, onnx_model, num_frames=16)
+    notes = []
+    if int8:
+        try:
+            convert("onnxruntime", ConvertRequest(source=onnx_model, precision="int8", calib_frames=calib_frames,
+                                                  verify_frames=16, out=converted_path(onnx_model, "onnxruntime",
+                                                                                       "int8")))
+        except JetracerError as exc:
+            notes.append(f"onnxruntime int8 of the random network not made: {exc}")
+    return notes
+
+
 def detect_device() -> str:
     """``"cuda"`` when the CUDA driver reports a GPU here, else ``"cpu"`` (``engines.select.has_nvidia_gpu``)."""
     from .engines.select import has_nvidia_gpu
@@ -175,12 +247,14 @@ def _parse_list(values: Sequence[str] | None, allowed: Sequence[str], what: str)
 
 
 def resolve_configs(backends: Sequence[str] | None, precisions: Sequence[str] | None, device: str,
-                    model: str | os.PathLike | None = None) -> list[BenchConfig]:
+                    model: str | os.PathLike | None = None, source: str | os.PathLike | None = None
+                    ) -> list[BenchConfig]:
     """The configurations to measure.
 
     ``backends`` None or ``["auto"]``: everything worth measuring on this device class (``AUTO_CONFIGS``; those that
     cannot run here become skipped rows). An explicit backend without ``precisions`` takes the precisions ``auto``
-    would measure for it here. ``model`` overrides the conventional file of a single configuration. A single
+    would measure for it here. ``model`` overrides the conventional file of a single configuration; ``source``
+    is the FP32 ONNX whose conventional files the others use (default: the shipped road-following model). A single
     configuration the user named is ``required``: failing to run it raises instead of skipping.
     """
     chosen_backends = _parse_list(backends, BACKENDS, "backend")
@@ -201,7 +275,8 @@ def resolve_configs(backends: Sequence[str] | None, precisions: Sequence[str] | 
         raise JetracerError(f"--model applies to one configuration, but {len(keys)} were asked for "
                             f"({', '.join(' '.join(k) for k in keys)}); give one --backend and one --precision")
     required = chosen_backends is not None and len(keys) == 1
-    return [BenchConfig(b, p, Path(model) if model is not None else default_model(b, p), required) for b, p in keys]
+    return [BenchConfig(b, p, Path(model) if model is not None else default_model(b, p, source), required)
+            for b, p in keys]
 
 
 def with_baseline(configs: Sequence[BenchConfig], source: str | os.PathLike | None = None) -> list[BenchConfig]:
@@ -227,9 +302,14 @@ def unavailable_reason(config: BenchConfig, device: str, max_batch: int = 1) -> 
     return None
 
 
-def planned_calls(configs: int, batches: Sequence[int], iters: int, warmup: int) -> int:
+def planned_calls(configs: int, batches: Sequence[int], iters: int, warmup: int, task: str = ROAD_FOLLOWING) -> int:
     """Engine calls the benchmark makes for ``configs`` configurations (the length of a progress bar)."""
-    return configs * len(batches) * len(PATHS) * (iters + warmup)
+    return configs * len(batches) * len(paths_of(task)) * (iters + warmup)
+
+
+def paths_of(task: str) -> tuple[str, ...]:
+    """The timed paths of a model of ``task``: model only and full, and for a pose model frames -> people."""
+    return POSE_PATHS if task == POSE else PATHS
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -258,36 +338,55 @@ def latency_stats(seconds: Sequence[float] | np.ndarray, batch: int) -> LatencyS
 
 
 def measure_engines(engines: dict[tuple[str, str], Any], frames: np.ndarray, batch: int, iters: int, warmup: int,
-                    progress: Progress | None = None, block: int = BLOCK
+                    progress: Progress | None = None, block: int = BLOCK, parse=None
                     ) -> tuple[dict[tuple[str, str], dict[str, np.ndarray]], dict[tuple[str, str], Exception]]:
-    """Per-call seconds of both paths (``PATHS``) of every engine at ``batch``, the frames cycling through
-    ``frames``; and the engines that failed while running, with their exception (they leave the rotation).
+    """Per-call seconds of every path of every engine at ``batch``, the frames cycling through ``frames``; and the
+    engines that failed while running, with their exception (they leave the rotation).
+
+    Without ``parse`` the paths are ``PATHS`` (column models). With it (a pose model's ``parse(maps, frames)``,
+    the parser on the maps of a batch) they are ``POSE_PATHS``: ``full`` ends with the maps on the host and
+    ``people`` is ``full`` then ``parse``; the parse step's own seconds of each ``people`` call come as a fourth
+    series, ``parse``.
 
     The engines take turns in blocks of ``block`` calls per path, so that a change of load on a shared machine
     falls on every configuration alike and the ratios stay fair; one untimed call opens each engine's turn, so no
     engine pays for the caches and threads the one before it disturbed.
     """
     chunks = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
+    paths = PATHS if parse is None else POSE_PATHS
 
-    def call(engine, path: str, k: int) -> None:
+    def call(engine, path: str, k: int) -> float:
+        """Runs one call of ``path``; the seconds its parse step took (0 without one)."""
         if path == "model":
             engine.run_model(batch)  # on the real frames the last full-path call staged
-        else:
-            engine.infer_batch(chunks[k % len(chunks)])
+            return 0.0
+        chunk = chunks[k % len(chunks)]
+        if parse is None:
+            engine.infer_batch(chunk)
+            return 0.0
+        maps = engine.infer_batch_tensors(chunk)
+        if path == "full":
+            return 0.0
+        begin = time.perf_counter()
+        parse(maps, chunk)
+        return time.perf_counter() - begin
 
-    times = {key: {path: np.empty(iters, dtype=np.float64) for path in PATHS} for key in engines}
+    series = paths if parse is None else (*paths, "parse")
+    times = {key: {path: np.empty(iters, dtype=np.float64) for path in series} for key in engines}
     failed: dict[tuple[str, str], Exception] = {}
     active = dict(engines)
 
     def turn(key, engine, start: int, count: int, timed: bool) -> None:
         try:
             call(engine, "full", start - 1)  # stages real frames; untimed
-            for path in ("full", "model"):
+            for path in ("full", "model", *paths[2:]):
                 for k in range(start, start + count):
                     begin = time.perf_counter()
-                    call(engine, path, k)
+                    parsing = call(engine, path, k)
                     if timed:
                         times[key][path][k] = time.perf_counter() - begin
+                        if path == "people":
+                            times[key]["parse"][k] = parsing
                     if progress is not None:
                         progress.update(1)
         except Exception as exc:  # noqa: BLE001 - reported by the caller as a skipped row
@@ -356,6 +455,10 @@ class BenchmarkResult:
     skipped: list[Skipped] = field(default_factory=list)
     configs: list[ConfigReport] = field(default_factory=list)
     bars: list[dict] = field(default_factory=list)
+    task: str = ROAD_FOLLOWING
+    # a pose run's parser timings: per configuration and batch, the parse step of its ``people`` calls (ms per call,
+    # p50/p99); and ``five_people``: the parser alone on hand-drawn maps of five people (the project's bar)
+    parse: dict = field(default_factory=dict)
 
     def row(self, backend: str, precision: str, batch: int, path: str) -> Row | None:
         for r in self.rows:
@@ -368,9 +471,12 @@ class BenchmarkResult:
 
     def as_dict(self) -> dict:
         """The ``--json`` object."""
-        return {"rows": [r.as_dict() for r in self.rows], "device": self.device, "machine": self.machine,
+        data = {"rows": [r.as_dict() for r in self.rows], "device": self.device, "machine": self.machine,
                 "settings": self.settings, "configs": [c.as_dict() for c in self.configs],
-                "skipped": [s.as_dict() for s in self.skipped], "bars": self.bars, "reference": JETSON_RESNET18}
+                "skipped": [s.as_dict() for s in self.skipped], "bars": self.bars, "task": self.task}
+        if self.task == POSE:
+            return {**data, "parse": self.parse, "published": TRT_POSE_PUBLISHED}
+        return {**data, "reference": JETSON_RESNET18}
 
 
 def add_speedups(rows: Sequence[Row]) -> None:
@@ -401,6 +507,8 @@ def evaluate_bars(result: BenchmarkResult, batch: int = 1) -> list[dict]:
     car runs per frame); the model-only ratio is given beside each. ``passed`` is None when a row it needs was not
     measured."""
     missing = f"not measured: a row it needs at batch {batch} is missing (not asked for, or see skipped)"
+    if result.task == POSE:
+        return _pose_bars(result)
     if result.device == "cpu":
         return _cpu_bars(result, batch, missing)
     return _cuda_bars(result, batch, missing)
@@ -427,6 +535,16 @@ def _cpu_bars(result: BenchmarkResult, batch: int, missing: str) -> list[dict]:
         note = "" if full is not None else f"{missing}; it compares {' '.join(a)} with {' '.join(b)}"
         bars.append(_bar(name, what, full, threshold, goal, passed, note, **extra))
     return bars
+
+
+def _pose_bars(result: BenchmarkResult) -> list[dict]:
+    """The parser's bar: p50 for five people's maps (the speed bars of road following are for its model)."""
+    five = result.parse.get("five_people")
+    p50 = None if five is None else five["p50_ms"]
+    return [_bar("pose_parse_5_people_p50_ms", f"parse_objects p50 on the maps of five people, ms (<= "
+                 f"{PARSE_5_PEOPLE_P50_MS})", p50, PARSE_5_PEOPLE_P50_MS, None,
+                 None if p50 is None else p50 <= PARSE_5_PEOPLE_P50_MS,
+                 "" if p50 is not None else "not measured", p99_ms=None if five is None else five["p99_ms"])]
 
 
 def _cuda_bars(result: BenchmarkResult, batch: int, missing: str) -> list[dict]:
@@ -541,35 +659,42 @@ def run_benchmark(configs: Sequence[BenchConfig], batches: Sequence[int] = (1, 8
                   warmup: int = 10, device: str | None = None, threads: int = 0,
                   frames: np.ndarray | None = None, frames_dir: str | os.PathLike | None = None,
                   reference_model: str | os.PathLike | None = None,
-                  progress: Progress | None = None) -> BenchmarkResult:
+                  progress: Progress | None = None, task: str = ROAD_FOLLOWING) -> BenchmarkResult:
     """Measures ``configs`` (see the module docstring) and returns rows, skipped entries, accuracy and bars.
 
     ``frames``: RGB uint8 (N, H, W, 3) frames to run; default: ``verify.verification_frames(frames_dir)`` (a
-    dataset or image folder, else the simulator), at least as many as the largest batch. ``reference_model``: the
-    FP32 ONNX that accuracy is judged against (default: the shipped model). ``device``: "cpu" or "cuda" (default:
-    ``detect_device()``). Add the baseline with ``with_baseline`` first to get speedups.
+    dataset or image folder, else the simulator, or for ``task`` pose synthetic scenes of people), at least as many
+    as the largest batch. ``reference_model``: the FP32 ONNX that accuracy is judged against (default: the shipped
+    model of ``task``). ``device``: "cpu" or "cuda" (default: ``detect_device()``). ``task``: a pose run times the
+    ``people`` path too (frames -> people, the parser included), the parser apart, and the parser on five people.
+    Add the baseline with ``with_baseline`` first to get speedups.
     """
     batches = sorted(set(int(b) for b in batches))
     if not batches or batches[0] < 1:
         raise JetracerError(f"batch sizes must be positive integers, got {list(batches)}")
     if iters < 1 or warmup < 0:
         raise JetracerError(f"need at least 1 timed iteration and 0 or more warm-up calls, got {iters} and {warmup}")
+    if task not in TASKS:
+        raise JetracerError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     device = device or detect_device()
     for config in configs:  # before any frame is rendered: a configuration asked for alone fails fast
         reason = unavailable_reason(config, device, batches[-1]) if config.required else None
         if reason is not None:
             raise JetracerError(f"cannot benchmark {' '.join(config.key)}: {reason}")
-    frames_source = "given" if frames is not None else str(frames_dir) if frames_dir is not None else "simulator"
+    default_source = "pose scenes" if task == POSE else "simulator"
+    frames_source = "given" if frames is not None else str(frames_dir) if frames_dir is not None else default_source
     if frames is None:
-        frames = verification_frames(frames_dir, max(VERIFY_FRAMES, batches[-1]))
+        frames = verification_frames(frames_dir, max(VERIFY_FRAMES, batches[-1]), task=task)
     if len(frames) < batches[-1]:
         raise JetracerError(f"{len(frames)} frames cannot fill a batch of {batches[-1]}; give more frames")
-    reference_model = Path(reference_model) if reference_model is not None else default_model_path()
+    if reference_model is None:
+        reference_model = default_pose_model() if task == POSE else default_model_path()
+    reference_model = Path(reference_model)
     load_start = _load_average()
     result = BenchmarkResult(device, {}, {"batches": batches, "iters": iters, "warmup": warmup, "threads": threads,
                                           "frames": int(len(frames)), "frames_source": frames_source,
                                           "reference_model": str(reference_model),
-                                          "fps": "batch / mean call time", "latency": "per call, ms"})
+                                          "fps": "batch / mean call time", "latency": "per call, ms"}, task=task)
     counter = _Counted(progress)
     runnable: list[BenchConfig] = []
     for config in configs:
@@ -578,7 +703,7 @@ def run_benchmark(configs: Sequence[BenchConfig], batches: Sequence[int] = (1, 8
             runnable.append(config)
         else:
             result.skipped.append(Skipped(*config.key, reason))
-            counter.update(planned_calls(1, batches, iters, warmup))
+            counter.update(planned_calls(1, batches, iters, warmup, task))
     reports = {config.key: ConfigReport(*config.key, model=str(config.model)) for config in runnable}
     reference = None  # the FP32 model's outputs on the frames, that every configuration's accuracy is judged by
     if runnable:
@@ -587,12 +712,14 @@ def run_benchmark(configs: Sequence[BenchConfig], batches: Sequence[int] = (1, 8
         except JetracerError as exc:
             result.settings["reference_error"] = str(exc)
     for batch in batches:
-        done = counter.count + planned_calls(len(runnable), [batch], iters, warmup)
+        done = counter.count + planned_calls(len(runnable), [batch], iters, warmup, task)
         counter.set_description(f"batch {batch}")
         _measure_batch(runnable, batch, device, threads, frames, iters, warmup, counter, result, reports, reference)
         counter.fill_to(done)
     result.configs = [report for report in reports.values() if report.device]
     add_speedups(result.rows)
+    if task == POSE:
+        result.parse["five_people"] = parse_five_people(iters=max(iters, 50))
     result.machine = machine_info(device)
     # other processes on the machine slow every row (and PyTorch's OpenMP threads far more than others): say so
     result.machine["load_average"] = {"start": load_start, "end": _load_average()}
@@ -600,6 +727,36 @@ def run_benchmark(configs: Sequence[BenchConfig], batches: Sequence[int] = (1, 8
         result.machine["gpu"] = next((c.device for c in result.configs if c.device.startswith("cuda")), None)
     result.bars = evaluate_bars(result)
     return result
+
+
+def people_parse(topology):
+    """A pose run's parse step for ``measure_engines``: ``parse(maps, frames)``, a batch's maps -> its people
+    (``pose.parse_people``, trt_pose's thresholds, in the frames' own pixels)."""
+    from .pose.people import parse_people
+
+    def parse(maps, frames) -> None:
+        parse_people(maps["cmap"], maps["paf"], topology, (frames.shape[2], frames.shape[1]))
+
+    return parse
+
+
+def parse_five_people(iters: int = 100) -> dict:
+    """p50/p99 (ms) of ``parse_objects`` on hand-drawn maps of five people at 56x56 (``pose.synthetic``): the
+    parser's own cost, whatever a model's weights make of the frames."""
+    from .pose.parse import parse_objects
+    from .pose.synthetic import draw_maps, people_in_a_row
+    from .pose.topology import load_topology
+
+    topology = load_topology()
+    cmap, paf = draw_maps(people_in_a_row(5, topology), topology)
+    seconds = []
+    for _ in range(iters + 5):
+        begin = time.perf_counter()
+        parse_objects(cmap, paf, topology)
+        seconds.append(time.perf_counter() - begin)
+    stats = latency_stats(seconds[5:], 1)
+    return {"what": "parse_objects on hand-drawn maps of five people, 56x56, trt_pose's thresholds",
+            "calls": iters, "p50_ms": round(stats.p50_ms, 4), "p99_ms": round(stats.p99_ms, 4)}
 
 
 def _skip_or_raise(config: BenchConfig, batch: int, exc: Exception, result: BenchmarkResult) -> None:
@@ -612,9 +769,10 @@ def _skip_or_raise(config: BenchConfig, batch: int, exc: Exception, result: Benc
 
 def _measure_batch(configs: Sequence[BenchConfig], batch: int, device: str, threads: int, frames: np.ndarray,
                    iters: int, warmup: int, progress: Progress, result: BenchmarkResult,
-                   reports: dict[tuple[str, str], ConfigReport], reference: np.ndarray | None) -> None:
-    """Builds every configuration's engine for ``batch``, times them taking turns, adds their rows to ``result``
-    and, the first time a configuration runs, its accuracy to its report; then frees the engines."""
+                   reports: dict[tuple[str, str], ConfigReport], reference) -> None:
+    """Builds every configuration's engine for ``batch``, times them taking turns, adds their rows (and, in a pose
+    run, their parse timings) to ``result`` and, the first time a configuration runs, its accuracy to its report;
+    then frees the engines."""
     engines: dict[tuple[str, str], Any] = {}
     try:
         for config in configs:
@@ -622,7 +780,10 @@ def _measure_batch(configs: Sequence[BenchConfig], batch: int, device: str, thre
                 engines[config.key] = _build(config, batch, device, threads)
             except Exception as exc:  # noqa: BLE001 - any backend's refusal becomes a reported skipped row
                 _skip_or_raise(config, batch, exc, result)
-        times, failed = measure_engines(engines, frames, batch, iters, warmup, progress)
+        parse = None
+        if result.task == POSE and engines:
+            parse = people_parse(next(iter(engines.values())).contract.pose_topology())
+        times, failed = measure_engines(engines, frames, batch, iters, warmup, progress, parse=parse)
         for config in configs:
             if config.key in failed:
                 _skip_or_raise(config, batch, failed[config.key], result)
@@ -630,11 +791,16 @@ def _measure_batch(configs: Sequence[BenchConfig], batch: int, device: str, thre
                 continue
             engine, report = engines[config.key], reports[config.key]
             result.rows.extend(Row(*config.key, batch, path, latency_stats(times[config.key][path], batch))
-                               for path in PATHS)
+                               for path in paths_of(result.task))
+            if parse is not None:
+                stats = latency_stats(times[config.key]["parse"], batch)
+                result.parse.setdefault("per_call", []).append(
+                    {"backend": config.backend, "precision": config.precision, "batch": batch,
+                     "p50_ms": round(stats.p50_ms, 4), "p99_ms": round(stats.p99_ms, 4)})
             report.device = engine.device
             if report.accuracy is None and reference is not None:
                 report.accuracy = compare(reference, engine_outputs(engine, frames), config.precision,
-                                          engine.contract.outputs).as_dict()
+                                          engine.contract.outputs, tolerances_for(engine.contract.task)).as_dict()
     finally:
         for engine in engines.values():
             engine.close()

@@ -64,6 +64,6 @@ def load_config(name: str) -> dict[str, Any]:
     return copy.deepcopy(_load_yaml(str(share_dir() / "config" / f"{name}.yaml")))
 
 
-def default_model_path() -> Path:
-    """The shipped road-following ONNX model."""
-    return share_dir() / "models" / load_config("model")["default_onnx"]
+def default_model_path(task: str = "road_following") -> Path:
+    """The shipped ONNX model of ``task``: road following, or ``pose`` (the small pose network)."""
+    return share_dir() / "models" / load_config("model")["default_pose_onnx" if task == "pose" else "default_onnx"]

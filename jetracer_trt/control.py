@@ -9,6 +9,13 @@ JetRacer live demo's users do by hand. ``min_throttle`` is a magnitude: it keeps
 either direction and never raises a throttle set below it (0 = stopped). A non-finite target (a broken model
 output) stops the car with the wheels straight.
 
+``throttle_scale`` in [0, 1] comes with a target from a behaviour that sets its own pace (follow-me slows down as
+its person comes near, ``follow.py``): it scales the magnitude above, after the ``min_throttle`` floor, so the
+speed follows the scale smoothly down to 0 (stopped means stopped). The floor is the curve rule's (slowing down for
+a curve never stalls the car); applied after the scale it would turn any pace above 0 into at least
+``min_throttle``: the car would go and stop instead of slowing down. Out-of-range values are clamped and a
+non-finite one counts as 0. At 1 (road following) the law is the one above.
+
 Defaults: ``config/control.yaml``, profile ``car`` (a real car: slow) or ``sim`` (the simulated car). Every setting
 has one entry in ``CONTROL_SETTINGS`` (description and valid range); the ROS node declares its parameters from it
 and every validation uses it.
@@ -63,7 +70,7 @@ def setting_problems(settings: dict[str, Setting], values: dict) -> list[str]:
 
 
 def profile_defaults(section: str) -> dict:
-    """One section of ``config/control.yaml`` (``car``, ``sim`` or ``safety``)."""
+    """One section of ``config/control.yaml`` (``car``, ``sim``, ``safety`` or ``sim_pose_safety``)."""
     config = load_config("control")
     if section not in config:
         raise JetracerError(f"config/control.yaml has no {section!r} section")
@@ -109,17 +116,26 @@ class ControlParams:
         return [f.name for f in fields(cls)]
 
 
-def compute_command(x: float, y: float, params: ControlParams) -> tuple[float, float]:
-    """Road target -> (steering, throttle), both in [-1, 1]. ``y`` is accepted for future laws and unused now."""
+def clamp_throttle_scale(scale: float) -> float:
+    """``throttle_scale`` as the law uses it: clamped to [0, 1], a non-finite value as 0 (stopped)."""
+    return min(1.0, max(0.0, scale)) if math.isfinite(scale) else 0.0
+
+
+def compute_command(x: float, y: float, params: ControlParams, throttle_scale: float = 1.0) -> tuple[float, float]:
+    """Road target -> (steering, throttle), both in [-1, 1]. ``y`` is accepted for future laws and unused now;
+    ``throttle_scale`` (see the module docstring) scales |throttle| after the ``min_throttle`` floor, 0 stops."""
     if not (math.isfinite(x) and math.isfinite(y)):
         return 0.0, 0.0
     x = min(1.0, max(-1.0, x))
     limit = params.steering_limit
     steering = min(limit, max(-limit, params.steering_gain * x + params.steering_offset))
+    scale = clamp_throttle_scale(throttle_scale)
     speed = abs(params.throttle)
+    if not (speed and scale):
+        return steering, 0.0
     floor = min(params.min_throttle, speed)
-    magnitude = max(floor, speed * (1.0 - params.curve_slowdown * abs(x)))
-    return steering, math.copysign(magnitude, params.throttle) if speed else 0.0
+    magnitude = scale * max(floor, speed * (1.0 - params.curve_slowdown * abs(x)))
+    return steering, math.copysign(magnitude, params.throttle)
 
 
 STEERING_LABEL_Y = -0.12  # where the simulator's road targets sit (0.55 m ahead): y of labels made from steering

@@ -8,7 +8,8 @@ route's build (``OnnxExport``):
 
 1. Load the checkpoint with ``model.load_checkpoint`` (best.pt, last.pt or a bare ResNet18 state_dict), FP32, eval,
    with its model contract; a pose checkpoint (``jetracer-trt train --task pose``, or trt_pose's own
-   ``resnet18_baseline_att`` weights, ``pose/checkpoint.py``) as trt_pose's network with the pose contract, whose
+   ``resnet18_baseline_att`` weights, ``pose/checkpoint.py``) as the pose network it names (trt_pose's for
+   trt_pose's weights; the architecture is recorded in the ONNX metadata too) with the pose contract, whose
    topology is the checkpoint's own or, for trt_pose's weights, the one given (default config/human_pose.json).
 2. Export with the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): the contract's input size
    and input/output names (a pose model: two outputs, ``cmap`` and ``paf``), a dynamic batch dimension, opset 17 by
@@ -187,12 +188,10 @@ class OnnxExport(Route):
         """(FP32 network in eval mode, checkpoint dict) of the source."""
         if not self._pose:
             return load_checkpoint(request.source)
-        from .pose.network import build_pose_network
+        from .pose.checkpoint import network_of_record
 
         state, data, contract = self._pose
-        model = build_pose_network(contract.pose_topology())
-        model.load_state_dict(state, strict=True)
-        return model.float().eval(), data
+        return network_of_record(state, data, contract, request.source.name), data
 
     def reference(self, request: ConvertRequest, frames: np.ndarray, contract: ModelContract):
         if not self._pose:
@@ -212,6 +211,10 @@ class OnnxExport(Route):
                         fp32, fp16 + fp32)
         sha256 = source_hash(request.source)
         _add_metadata(proto, data, request.source, sha256, contract)
+        if self._pose:  # which pose network the graph is, for whoever reads the file (it runs by the contract alone)
+            from .pose.checkpoint import checkpoint_architecture
+
+            proto.metadata_props.add(key="architecture", value=checkpoint_architecture(data, request.source.name))
         try:
             onnx.checker.check_model(proto)
         except onnx.checker.ValidationError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from .errors import JetracerError
 
 SOURCES = ("csi", "v4l2", "video", "folder", "sim")
+TASKS = ("road_following", "pose")
 ACTUATORS = ("pca9685", "sim", "none")
 # what drives the car when `actuator` is not given: a live camera is on the car, a recording is replayed at a desk
 DEFAULT_ACTUATOR = {"csi": "pca9685", "v4l2": "pca9685", "video": "none", "folder": "none", "sim": "sim"}
@@ -25,7 +26,11 @@ DEFAULT_ACTUATOR = {"csi": "pca9685", "v4l2": "pca9685", "video": "none", "folde
 # launch argument -> (default, description); the launch file and the runner's options both come from here
 DRIVE_ARGUMENTS = {
     "source": ("sim", "camera source: csi (Jetson CSI camera), v4l2 (USB), video (a file), folder (images) or sim"),
-    "model": ("", "ONNX model (empty: the shipped models/road_following.onnx)"),
+    "task": ("road_following", "what the car does: road_following (the road model steers) or pose (people on "
+                               "pose/* topics, and follow-me: the car follows the chosen person; with source sim a "
+                               "walking figure is placed on the floor)"),
+    "model": ("", "ONNX model (empty: the task's shipped model, models/road_following.onnx or "
+                  "models/pose_small.onnx)"),
     "backend": ("auto", "inference backend: auto (a valid TensorRT engine beside the model, else the CUDA GPU, else "
                         "the CPU), onnxruntime, torch, tensorrt or torch2trt"),
     "actuator": ("", "pca9685 (the car), sim or none (empty: sim with source sim, none with video or folder, else "
@@ -71,19 +76,21 @@ def _flag(value) -> bool:
     raise JetracerError(f"expected true or false, got {value!r}")
 
 
-def drive_graph(source=None, model=None, backend=None, actuator=None, check=None, track_seed=None, randomize=None,
-                lockstep=None, source_path=None, plot=None, build_engine=None) -> list[NodeSpec]:
+def drive_graph(source=None, task=None, model=None, backend=None, actuator=None, check=None, track_seed=None,
+                randomize=None, lockstep=None, source_path=None, plot=None, build_engine=None) -> list[NodeSpec]:
     """The nodes of the drive graph. Each argument is a launch argument's value, or None when it was not given:
     a given value goes to ``NodeSpec.parameters`` (wins over a params file), a default to ``NodeSpec.defaults``
     (a params file wins over it). The params file itself is applied by the caller, between the two."""
     given = {name: value for name, value in (
-        ("source", source), ("model", model), ("backend", backend), ("actuator", actuator), ("check", check),
-        ("track_seed", track_seed), ("randomize", randomize), ("lockstep", lockstep),
+        ("source", source), ("task", task), ("model", model), ("backend", backend), ("actuator", actuator),
+        ("check", check), ("track_seed", track_seed), ("randomize", randomize), ("lockstep", lockstep),
         ("source_path", source_path), ("plot", plot), ("build_engine", build_engine)) if value is not None}
     values = {name: given.get(name, default) for name, (default, _) in DRIVE_ARGUMENTS.items()}
     source = values["source"]
     if source not in SOURCES:
         raise JetracerError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if values["task"] not in TASKS:
+        raise JetracerError(f"unknown task {values['task']!r}; choose one of {', '.join(TASKS)}")
     if values["actuator"] and values["actuator"] not in ACTUATORS:
         raise JetracerError(f"unknown actuator {values['actuator']!r}; choose one of {', '.join(ACTUATORS)}")
     try:
@@ -106,13 +113,19 @@ def drive_graph(source=None, model=None, backend=None, actuator=None, check=None
     # costs the inference and control nodes a wake-up per frame, right when the frame arrives.
     common = {"use_sim_time": False}
     if sim:
+        # follow-me needs someone to follow: the simulator's walking figure
         frames = node("sim", "sim_node", {"track_seed": "track_seed", "randomize": "randomize",
-                                          "lockstep": "lockstep", "plot": "plot"}, {})
+                                          "lockstep": "lockstep", "plot": "plot"},
+                      {"walker": True} if values["task"] == "pose" else {})
     else:
         frames = node("camera", "camera_node", {"source": "source", **({"source_path": "source_path"}
                                                                       if values["source_path"] else {})}, {})
     # the simulator has its own tuned control defaults and arms itself; a real car starts disarmed, slow
     control_derived = {**common, "profile": "sim" if sim else "car", "armed_at_start": sim}
+    if sim and values["task"] == "pose":  # a slow network's targets: see config/control.yaml
+        from .control import profile_defaults
+
+        control_derived.update(profile_defaults("sim_pose_safety"))
     control_arguments = {"check": "check"}
     if values["actuator"]:
         control_arguments["actuator"] = "actuator"
@@ -120,8 +133,8 @@ def drive_graph(source=None, model=None, backend=None, actuator=None, check=None
         control_derived["actuator"] = DEFAULT_ACTUATOR[source]
     return [
         frames,
-        node("inference", "inference_node", {"model": "model", "backend": "backend", "build_engine": "build_engine"},
-             common),
+        node("inference", "inference_node", {"task": "task", "model": "model", "backend": "backend",
+                                             "build_engine": "build_engine"}, common),
         node("control", "control_node", control_arguments, control_derived),
     ]
 

@@ -7,6 +7,8 @@ every node to report its final counts, then SIGINT to the rest (the control node
 way out), SIGKILL to any node still running ``STOP_GRACE_S`` after its SIGINT. A second signal while stopping does
 not cut the sequence short. Each node runs in a session of its own, so that the terminal's signals reach the runner
 only and the order holds; a node whose runner is gone (even SIGKILLed) stops its own way (``nodes.common.run``).
+A node still starting when its SIGINT comes (Python starting, its imports, the constructor) ends at once with
+status 0, not as a failure (``nodes.entry``).
 
 **The last resort.** When the control node ends without its own neutral (killed, crashed, any non-zero exit),
 whenever that happens, the runner writes neutral to the car's board itself (``actuators.neutral.write_neutral``
@@ -14,7 +16,9 @@ with the control node's ``actuator`` and ``calibration_file``, as the params fil
 
 **The summary** (``run_graph``'s dict, ``jetracer-trt launch drive --json``): frames, capture-to-command latency
 (whole run and per minute), dropped frames, laps and off-track events, per-stage latency from the nodes'
-/diagnostics, why the graph stopped, which nodes failed, were killed, and whether the supervisor set neutral.
+/diagnostics, with task pose the people and follow-me counts and the parser's latency (``pose``) and the
+simulated walker's distances and collisions (``walker``; both None otherwise),
+why the graph stopped, which nodes failed, were killed, and whether the supervisor set neutral.
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ STAGE_KEYS = {
     "control": ("jetracer_trt/control", "control_ms"),
 }
 OVERHEAD_KEY = ("jetracer_trt/control", "overhead_ms")  # capture -> command minus that frame's model time
+WALKER_KEYS = ("walker_distance_min_m", "walker_distance_mean_m", "walker_distance_max_m", "walker_walked_m",
+               "walker_out_of_view_s", "collisions")  # of the simulator's /diagnostics
 
 
 def _yaml_value(value) -> str:
@@ -177,10 +183,27 @@ class Monitor:
             "off_track_events": int(float(sim["off_track_events"])) if "off_track_events" in sim else None,
             "stages_ms": {stage: self._p50_p99(*where) for stage, where in STAGE_KEYS.items()},
             "overhead_ms": self._p50_p99(*OVERHEAD_KEY),
+            "pose": self.pose_summary(),
+            # the simulator's walking figure (task pose): how the car kept its distance (None: no walker)
+            "walker": ({key: _float_or_none(sim.get(key)) for key in WALKER_KEYS}
+                       if "walker_distance_min_m" in sim else None),
             # the collection graph: samples written this session (None: no data-collection node)
             "samples_recorded": (int(float(recorded["written"])) if "written" in (recorded := self.status.get(
                 "jetracer_trt/data_collection", {})) else None),
         }
+
+    def pose_summary(self) -> dict | None:
+        """The pose task's counts from the inference node's last diagnostics (None: task road_following):
+        frames in which people were found, frames in which follow-me followed someone, people in the last frame,
+        follow-me's last state and the parser's whole-run latency."""
+        inference = self.status.get("jetracer_trt/inference", {})
+        if inference.get("task") != "pose":
+            return None
+        return {"frames_with_people": int(float(inference.get("frames_with_people", 0))),
+                "following_frames": int(float(inference.get("following_frames", 0))),
+                "people_last_frame": int(float(inference.get("people", 0))),
+                "follow": inference.get("follow"),
+                "parse_ms": self._p50_p99("jetracer_trt/inference", "parse_ms")}
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -188,19 +211,34 @@ class Monitor:
         self.context.try_shutdown()
 
 
+def node_command(spec: NodeSpec, params_file: str = "") -> list[str]:
+    """The node's process: its module's ``main()`` through ``nodes.entry``, which handles the stop signals before
+    the module imports anything."""
+    return [sys.executable, "-m", "jetracer_trt.nodes.entry", spec.module, *ros_arguments(spec, params_file)]
+
+
 def start_nodes(specs: list[NodeSpec], params_file: str = "", failure_dir: str | None = None
                 ) -> dict[str, subprocess.Popen]:
     """One process per node, each in a session of its own (the terminal's Ctrl-C and hang-up reach the runner,
-    which stops the nodes in order). ``failure_dir``: where each node writes its one-line reason if it fails."""
+    which stops the nodes in order). ``failure_dir``: where each node writes its one-line reason if it fails.
+
+    Each starts with the stop signals blocked (a process inherits the signal mask of the thread that starts it):
+    a stop the runner sends while Python itself starts waits until ``nodes.entry`` has its handlers in place, where
+    it would otherwise end the node by the signal or with a KeyboardInterrupt traceback, as a failure."""
     from .nodes.common import FAILURE_FILE_ENV
+    from .nodes.entry import STOP_SIGNALS
 
     env = node_environment()
     procs = {}
     for spec in specs:
-        cmd = [sys.executable, "-m", spec.module, *ros_arguments(spec, params_file)]
+        cmd = node_command(spec, params_file)
         log.debug("starting %s", " ".join(cmd))
         node_env = {**env, FAILURE_FILE_ENV: str(Path(failure_dir) / spec.name)} if failure_dir else env
-        procs[spec.name] = subprocess.Popen(cmd, env=node_env, start_new_session=True)
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the runner's own wait until after
+        try:
+            procs[spec.name] = subprocess.Popen(cmd, env=node_env, start_new_session=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
     return procs
 
 

@@ -15,14 +15,21 @@ Times are seconds on one monotonic clock; a target comes with the time its camer
 - **Slew rate**: steering moves at most ``steering_slew_per_s`` per second, so a single bad frame cannot jerk the
   wheels across; |throttle| grows at most ``throttle_slew_per_s`` per second in either direction (a change of
   direction goes through 0), while slowing down and stopping are always immediate.
-- **Non-finite**: a NaN or inf target counts as no target.
+- **Non-finite**: a NaN or inf target counts as no target, except a deliberate stop: a target with
+  ``throttle_scale`` 0 (follow-me that lost its person sends x = NaN with scale 0) is used, and stops the car at once
+  with the wheels straight instead of after the deadman's timeout.
+- **Throttle scale**: a target may come with ``throttle_scale`` in [0, 1] (``control.compute_command``): the
+  behaviour's own pace, applied by the law, under every rule above.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 
-from .control import CONTROL_SETTINGS, ControlParams, Setting, compute_command, profile_defaults, setting_problems
+from .control import (
+    CONTROL_SETTINGS, ControlParams, Setting, clamp_throttle_scale, compute_command, profile_defaults,
+    setting_problems,
+)
 from .errors import JetracerError
 from .mux import CommandMux
 
@@ -87,22 +94,25 @@ class SafetyGovernor:
         self.estopped = False
         self.state = "waiting"
         self.stale_targets = 0  # targets refused because their frame was too old
-        self._target: tuple[float, float] | None = None
+        self._target: tuple[float, float, float] | None = None  # x, y, throttle scale
         self._captured_at: float | None = None
         self._last_time: float | None = None
         self.command = NEUTRAL
 
-    def on_target(self, x: float, y: float, captured_at: float, now: float | None = None) -> bool:
+    def on_target(self, x: float, y: float, captured_at: float, now: float | None = None,
+                  throttle_scale: float = 1.0) -> bool:
         """A road target from the frame captured at ``captured_at``; ``now`` defaults to the capture time (a
-        target that arrives at once). Returns whether it will be used (finite and fresh enough)."""
-        if not (math.isfinite(x) and math.isfinite(y)):
+        target that arrives at once); ``throttle_scale`` in [0, 1] scales its throttle (0: stop, see the module
+        docstring). Returns whether it will be used (finite, or a deliberate stop, and fresh enough)."""
+        scale = clamp_throttle_scale(throttle_scale)
+        if not (math.isfinite(x) and math.isfinite(y)) and scale > 0:
             return False
         if now is not None and now - captured_at > self.limits.max_target_age_s:
             self.stale_targets += 1
             return False
         if self._captured_at is not None and captured_at < self._captured_at:
             return False  # an older frame overtaken by a newer one
-        self._target = (x, y)
+        self._target = (x, y, scale)
         self._captured_at = captured_at
         return True
 
@@ -122,7 +132,7 @@ class SafetyGovernor:
         if self.estopped:
             return self._stop("estop")
         fresh = self._captured_at is not None and now - self._captured_at <= self.limits.deadman_timeout_s
-        autopilot = compute_command(*self._target, self.params) if fresh else None
+        autopilot = compute_command(*self._target[:2], self.params, self._target[2]) if fresh else None
         selection = self.mux.select(now, autopilot, "waiting" if self._captured_at is None else "deadman")
         if selection.command is None:
             return self._stop(selection.state)

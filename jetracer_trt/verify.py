@@ -6,8 +6,8 @@ the benchmark and the parity tests use this module, so "agrees with the source" 
 * frames: ``verification_frames`` -- images spread over a dataset (or a plain image folder, or a pose dataset),
   else simulator frames of a plain and a randomized track, or for a pose model synthetic scenes of people
   (``pose.data``, seeds from ``pose.data.CONVERSION_SEEDS``); each model resizes them by its own contract;
-* reference: the FP32 source model on those frames (ONNX Runtime on CPU for an ``.onnx`` source, PyTorch eager FP32
-  for a checkpoint);
+* reference: the FP32 source model on those frames, through an inference engine like every candidate (ONNX Runtime
+  on CPU for an ``.onnx`` source, PyTorch eager FP32 for a checkpoint: ours or, for pose, trt_pose's weights);
 * ``compare``: the worst frame's and the mean |difference| of every output, each judged by the bounds the
   tolerance table of the model's task (``tolerances_for``) gives the candidate's precision: a candidate is accepted
   only when no output is off by more than ``max_abs`` on any frame and none by more than ``mean_abs`` on average.
@@ -27,7 +27,7 @@ from typing import Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
-from .contract import POSE, ROAD_FOLLOWING, ModelContract, read_contract
+from .contract import POSE, ROAD_FOLLOWING, ModelContract
 from .errors import JetracerError
 
 log = logging.getLogger(__name__)
@@ -143,76 +143,75 @@ def _folder_frames(root: Path, count: int) -> list[np.ndarray]:
 # Outputs
 
 
-def engine_outputs(engine, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """(N, outputs) float32 of any ``InferenceEngine`` on ``frames``, in batches of its ``max_batch``."""
-    out = []
+def engine_outputs(engine, frames: np.ndarray | Sequence[np.ndarray]) -> Outputs:
+    """Any ``InferenceEngine``'s float32 outputs on ``frames``, in batches of its ``max_batch``: (N, outputs) for a
+    model of column outputs (road following), ``{name: (N, ...)}`` for one of output tensors (a pose model's
+    ``cmap`` and ``paf``)."""
+    if not engine.contract.tensor_outputs:
+        return np.concatenate([np.array(engine.infer_batch(frames[start:start + engine.max_batch]), dtype=np.float32)
+                               for start in range(0, len(frames), engine.max_batch)], axis=0)
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in engine.contract.output_tensors}
     for start in range(0, len(frames), engine.max_batch):
-        out.append(np.array(engine.infer_batch(frames[start:start + engine.max_batch]), dtype=np.float32))
-    return np.concatenate(out, axis=0)
+        for name, value in engine.infer_batch_tensors(frames[start:start + engine.max_batch]).items():
+            chunks[name].append(np.array(value, dtype=np.float32))  # a copy: the engine reuses its buffers
+    return {name: np.concatenate(values, axis=0) for name, values in chunks.items()}
 
 
-def reference_outputs(source: str | os.PathLike, frames: np.ndarray) -> np.ndarray:
-    """The FP32 source model's outputs on ``frames``: ONNX Runtime on CPU for ``.onnx``, PyTorch eager FP32 on CPU
-    for a checkpoint (``.pt``/``.pth``)."""
+def reference_outputs(source: str | os.PathLike, frames: np.ndarray, max_batch: int = 8) -> Outputs:
+    """The source model's outputs on ``frames`` (``engine_outputs``): ONNX Runtime on CPU for ``.onnx`` (an INT8 one
+    too), PyTorch eager FP32 on CPU for a checkpoint (``.pt``/``.pth``, pose ones and trt_pose's weights too)."""
     from .engines import create_engine
 
     backend = "onnxruntime" if Path(source).suffix == ".onnx" else "torch"
     options = ({"providers": ["CPUExecutionProvider"]} if backend == "onnxruntime"
                else {"device": "cpu", "precision": "fp32"})
-    with create_engine(backend, source, max_batch=8, **options) as engine:
+    with create_engine(backend, source, max_batch=max_batch, **options) as engine:
         return engine_outputs(engine, frames)
 
 
 def tensor_model_outputs(model, frames: np.ndarray, contract: ModelContract | None = None,
                          batch: int = 8) -> dict[str, np.ndarray]:
     """The outputs of a model with several output tensors (a pose model: ``cmap``, ``paf``) on ``frames``, by name:
-    ONNX Runtime on the CPU for an ``.onnx`` (FP32 or INT8), PyTorch eager FP32 on the CPU for a pose checkpoint
-    (ours or trt_pose's) or a torch module given as it is (then ``contract`` is needed), the frames normalised by
-    the contract's ``Preprocessor``. The inference engines run models with one output tensor; this runs the others
-    for verification and evaluation."""
+    a model file through ``reference_outputs`` (its engine on the CPU), or a torch module given as it is (then
+    ``contract`` is needed: the frames are normalised by its ``Preprocessor``), in PyTorch eager FP32 on its
+    device."""
+    if isinstance(model, (str, os.PathLike)):
+        outputs = reference_outputs(model, frames, batch)
+        if not isinstance(outputs, Mapping):
+            raise JetracerError(f"{model} gives the columns of one output tensor, not several output tensors")
+        return outputs
+    if contract is None:
+        raise JetracerError("a torch module's outputs need its model contract")
+    import torch
+
     from .preprocess import Preprocessor
 
-    if isinstance(model, (str, os.PathLike)):
-        contract = contract or read_contract(model)
-    elif contract is None:
-        raise JetracerError("a torch module's outputs need its model contract")
-    names = list(contract.output_tensors)
-    if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".onnx":
-        session = onnx_cpu_session(model)
-        input_name = session.get_inputs()[0].name
-
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            return session.run(names, {input_name: x})
-    else:
-        import torch
-
-        if isinstance(model, (str, os.PathLike)):
-            from .pose.checkpoint import load_pose_checkpoint
-
-            model = load_pose_checkpoint(model)[0]
-        network = model.float().eval()
-
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            with torch.inference_mode():
-                return [t.numpy() for t in network(torch.from_numpy(x))]
+    network = model.float().eval()
+    device = next(network.parameters()).device
     preprocess = Preprocessor(contract)
-    chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in contract.output_tensors}
     for start in range(0, len(frames), batch):
-        for name, value in zip(names, run(preprocess.batch(frames[start:start + batch])), strict=True):
-            chunks[name].append(np.asarray(value, dtype=np.float32))
+        with torch.inference_mode():
+            values = network(torch.from_numpy(preprocess.batch(frames[start:start + batch])).to(device))
+        for name, value in zip(chunks, values, strict=True):
+            chunks[name].append(value.float().cpu().numpy())
     return {name: np.concatenate(values) for name, values in chunks.items()}
 
 
-def onnx_cpu_session(path: str | os.PathLike):
-    """An ONNX Runtime session of ``path`` on the CPU, all graph optimisations on; JetracerError for a bad file."""
-    import onnxruntime as ort
+def save_outputs(path: str | os.PathLike, outputs: Outputs) -> None:
+    """Writes ``outputs`` (``engine_outputs``'s: an array, or arrays by name) to the ``.npz`` file ``path``, which
+    ``load_outputs`` reads back as they were (for a check that runs in a child process)."""
+    np.savez(path, **(dict(outputs) if isinstance(outputs, Mapping) else {_COLUMNS: outputs}))
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph/... types for a bad file
-        raise JetracerError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
+
+def load_outputs(path: str | os.PathLike) -> Outputs:
+    """What ``save_outputs`` wrote to ``path``."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    return arrays[_COLUMNS] if set(arrays) == {_COLUMNS} else arrays
+
+
+_COLUMNS = "__columns__"  # save_outputs' name for the one array of column outputs
 
 
 def onnx_precision(path: str | os.PathLike) -> str:

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def frames() -> np.ndarray:
 def cli_json(frames) -> dict:
     """One small real run through the CLI: ONNX Runtime FP32 (plus the PyTorch baseline when it can run)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bench, "verification_frames", lambda frames_dir, count: frames)
+        mp.setattr(bench, "verification_frames", lambda frames_dir, count, task: frames)
         text = run_cli(["--backend", "onnxruntime", "--precision", "fp32", "--batch", "1,2", "--iters", "2",
                         "--warmup", "1", "--device", "cpu", "--json"])
     return json.loads(text)  # exactly one JSON object, nothing else on stdout
@@ -322,3 +323,80 @@ def test_the_table_has_both_paths_the_published_jetson_figures_and_the_bars():
     assert "Nano tensorrt fp16" in text and "90.8" in text and "11.50" in text and "1030.0" in text
     assert "onnxruntime int8: model file x not found" in text
     assert "PASS" in text and "n/a" in text
+
+
+# -- the pose model ----------------------------------------------------------------------------------------------------
+
+
+class FakePoseEngine(FakeEngine):
+    def infer_batch_tensors(self, frames) -> dict:
+        self._call("full")
+        return {"cmap": len(frames)}
+
+
+def test_a_pose_run_times_frames_to_people_and_the_parse_step_apart():
+    log: list = []
+    parsed = []
+
+    def parse(maps, frames):
+        parsed.append(maps["cmap"])
+        time.sleep(0.002)
+
+    engines = {("a", "fp32"): FakePoseEngine("a", log)}
+    times, failed = bench.measure_engines(engines, np.zeros((4, 8, 8, 3), np.uint8), batch=2, iters=3, warmup=1,
+                                          parse=parse)
+    assert not failed and set(times[("a", "fp32")]) == {"model", "full", "people", "parse"}
+    calls = [what for _, what in log]
+    # each turn: the untimed staging call, full, model, then frames -> people (a full call, then the parse)
+    assert calls[:4] == ["full", "full", "model", "full"] and parsed == [2, 2, 2, 2]
+    series = times[("a", "fp32")]
+    assert np.all(series["parse"] >= 0.002) and np.all(series["people"] >= series["parse"])
+    assert bench.planned_calls(1, [1, 8], 10, 2, task="pose") == 2 * 3 * 12
+
+
+@pytest.fixture(scope="module")
+def random_pose(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("random_pose")
+    assert bench.random_pose_models(folder, int8=False) == []
+    return bench.random_pose_model_path(folder)
+
+
+def test_the_pose_model_is_benchmarked_from_random_weights_beside_trt_pose_s_published_figures(random_pose):
+    from jetracer_trt.pose.data import render_scene
+
+    frames = np.stack([render_scene(seed).image for seed in range(4)])
+    configs = bench.with_baseline(bench.resolve_configs(["onnxruntime"], ["fp32"], "cpu", source=random_pose),
+                                  random_pose)
+    assert [c.model.name for c in configs] == ["pose_random.pt", "pose_random.onnx"]
+    result = bench.run_benchmark(configs, batches=(1, 2), iters=2, warmup=1, device="cpu", frames=frames,
+                                 reference_model=random_pose, task="pose")
+    assert {(r.backend, r.batch, r.path) for r in result.rows} == {
+        (b, n, p) for b in ("torch", "onnxruntime") for n in (1, 2) for p in ("model", "full", "people")}
+    data = json.loads(json.dumps(result.as_dict()))
+    assert data["task"] == "pose" and data["published"]["fps"] == {"Jetson Nano": 22.0, "Jetson Xavier": 251.0}
+    assert "not measured" in data["published"]["source"] and "reference" not in data
+    per_call = {(e["backend"], e["batch"]) for e in data["parse"]["per_call"]}
+    assert per_call == {("torch", 1), ("torch", 2), ("onnxruntime", 1), ("onnxruntime", 2)}
+    assert 0 < data["parse"]["five_people"]["p50_ms"] <= data["parse"]["five_people"]["p99_ms"]
+    for config in data["configs"]:  # the same random network on every backend, judged per map
+        assert config["accuracy"]["ok"] and set(config["accuracy"]["mean_abs"]) == {"cmap", "paf"}
+    assert [b["name"] for b in data["bars"]] == ["pose_parse_5_people_p50_ms"]
+    text = bench_cli.format_report(result)
+    assert "frames -> people" in text and "cmap and paf on the host" in text
+    assert "Jetson Nano (published)" in text and "22.0" in text and "251.0" in text and "PUBLISHED" in text
+    assert "parse_objects on hand-drawn maps of five people" in text
+
+
+def test_the_cli_takes_the_task_from_the_model_and_refuses_random_weights_for_road(random_pose, monkeypatch):
+    from jetracer_trt.pose.data import render_scene
+
+    frames = np.stack([render_scene(seed).image for seed in range(2)])
+    monkeypatch.setattr(bench, "verification_frames", lambda frames_dir, count, task: frames)
+    for given in ("--model", "--source"):  # the file of one configuration, or the one every configuration's is beside
+        data = json.loads(run_cli(["--backend", "onnxruntime", "--precision", "fp32", given, str(random_pose),
+                                   "--batch", "1", "--iters", "1", "--warmup", "0", "--device", "cpu", "--json"]))
+        assert data["task"] == "pose" and {r["path"] for r in data["rows"]} == {"model", "full", "people"}
+        assert [c["model"] for c in data["configs"]][-1] == str(random_pose)
+    assert [c["model"] for c in data["configs"]][0] == str(random_pose.with_suffix(".pt"))  # the baseline, beside it
+    with pytest.raises(JetracerError, match="--random-weights measures the pose network"):
+        run_cli(["--random-weights", "--device", "cpu"])

@@ -106,3 +106,15 @@ def test_unwritable_plot_folder_is_reported_before_driving(tmp_path):
     (tmp_path / "file").write_text("x")
     result = run_cli("sim", "eval", "--laps", "1", "--plot", str(tmp_path / "file" / "p.png"))
     assert result.returncode == 2 and "error: " in result.stderr
+
+
+def test_ctrl_c_while_the_verbs_load_ends_quietly_with_130(monkeypatch, capsys):
+    # the verbs import torch, ONNX Runtime or rclpy: seconds in which a Ctrl-C used to print a traceback
+    from jetracer_trt.cli import main as cli_main
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    assert cli_main.main(["sim", "eval"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

@@ -1,5 +1,7 @@
 import math
 
+import numpy as np
+
 import pytest
 
 from jetracer_trt.control import ControlParams, compute_command
@@ -80,3 +82,31 @@ def test_invalid_parameters_are_rejected(overrides):
 def test_a_refusal_names_the_valid_range():
     with pytest.raises(JetracerError, match=r"steering_gain must be in \[0, 5\], got 9"):
         params(steering_gain=9.0)
+
+
+def test_throttle_scale_scales_the_throttle_after_the_floor_and_zero_stops():
+    p = params(throttle=0.6, curve_slowdown=0.8, min_throttle=0.2)
+    assert compute_command(0.0, 0.0, p, throttle_scale=0.5)[1] == pytest.approx(0.3)
+    assert compute_command(0.5, 0.0, p, throttle_scale=0.5)[1] == pytest.approx(0.5 * 0.6 * 0.6)
+    # in a sharp curve the floor holds the unscaled throttle (0.6 * 0.2 -> 0.2), then the pace scales it
+    assert compute_command(1.0, 0.0, p)[1] == pytest.approx(0.2)
+    assert compute_command(1.0, 0.0, p, throttle_scale=0.5)[1] == pytest.approx(0.1)
+    steering, throttle = compute_command(0.5, 0.0, p, throttle_scale=0.0)
+    assert throttle == 0.0 and steering == pytest.approx(0.5 * p.steering_gain)  # stopped means stopped
+    reverse = params(throttle=-0.6, curve_slowdown=0.0, min_throttle=0.2)
+    assert compute_command(0.0, 0.0, reverse, throttle_scale=0.5)[1] == pytest.approx(-0.3)
+
+
+def test_a_falling_throttle_scale_slows_the_car_smoothly_to_a_stop_not_in_one_jump():
+    """The floor below the scale would make any pace above 0 at least min_throttle: go and stop."""
+    p = params(throttle=0.55, curve_slowdown=0.5, min_throttle=0.30)
+    scales = [k / 20 for k in range(21)]
+    throttles = [compute_command(0.1, 0.0, p, throttle_scale=s)[1] for s in scales]
+    assert throttles == pytest.approx([s * throttles[-1] for s in scales])  # proportional down to 0
+    assert max(np.diff(throttles)) < 0.05  # no step anywhere
+
+
+@pytest.mark.parametrize("scale, expected", [(2.0, 0.6), (-1.0, 0.0), (math.nan, 0.0), (math.inf, 0.0)])
+def test_throttle_scale_is_clamped_and_non_finite_counts_as_zero(scale, expected):
+    p = params(throttle=0.6, curve_slowdown=0.0, min_throttle=0.2)
+    assert compute_command(0.0, 0.0, p, throttle_scale=scale)[1] == pytest.approx(expected)

@@ -186,3 +186,25 @@ def test_an_unknown_mode_is_refused(make_node):
     node = make_node()
     result = node.set_parameters([Parameter("mode", value="turbo")])[0]
     assert not result.successful and "mode must be one of" in result.reason
+
+
+def follow_target(x=0.2, scale=1.0, age_s=0.0):
+    msg = target(x, age_s=age_s)
+    msg.point.y = scale  # follow_target: point.y is the throttle scale
+    return msg
+
+
+def test_follow_targets_scale_the_throttle_and_a_nan_target_stops_at_once(make_node):
+    node = make_node(profile="sim", armed_at_start=True, throttle_slew_per_s=100.0, deadman_timeout_s=1.0,
+                     curve_slowdown=0.0, min_throttle=0.0)
+    for scale in (1.0, 1.0, 0.5, 0.5):
+        node.on_follow_target(follow_target(0.2, scale), {})
+        time.sleep(0.02)
+    assert node.governor.command[1] == pytest.approx(0.5 * 0.55)
+    assert node.governor.command[0] > 0  # steering towards the person, on the right
+    node.on_follow_target(follow_target(float("nan"), 0.0), {})  # lost: a deliberate stop
+    assert node.governor.command[1] == 0.0 and node._cmd.twist.linear.x == 0.0
+    for _ in range(3):  # a road target's y is a position, never a scale: full throttle
+        node.on_target(target(0.2), {})
+        time.sleep(0.02)
+    assert node.governor.command[1] == pytest.approx(0.55)

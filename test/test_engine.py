@@ -138,3 +138,20 @@ def test_batches_agree_with_single_frames_and_run_model_reuses_the_staged_input(
     np.testing.assert_allclose(engine.run_model(3), batch[:3], atol=1e-5)
     with pytest.raises(JetracerError, match="batches of 1 to 4"):
         engine.infer_batch(np.zeros((5, 224, 224, 3), np.uint8))
+
+
+def test_onnx_runtime_runs_an_exported_model_where_onnx_is_not_installed(monkeypatch):
+    # a ROS 2 install gets onnxruntime but not onnx (a training dependency); the shipped model has no precision entry
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError("No module named 'onnx'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    engine = create_engine("onnxruntime", default_model_path())
+    assert engine.precision == "fp32"
+    assert np.isfinite(engine.infer(np.zeros((224, 224, 3), np.uint8))).all()

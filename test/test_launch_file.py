@@ -136,6 +136,12 @@ def test_a_params_file_value_wins_over_a_launch_argument_default(launch_module, 
     assert readable(sim)[1:] == [str(params), {"sim": {"ros__parameters": {"track_seed": 1001}}}]
 
 
+
+def test_task_pose_reaches_the_inference_node_and_the_simulator_gets_its_walker(launch_module):
+    by_name = {n.kwargs["name"]: n.kwargs for n in nodes_of(launch_service(launch_module, task="pose"))}
+    assert readable(by_name["inference"]["parameters"])[1:] == [{"inference": {"ros__parameters": {"task": "pose"}}}]
+    assert by_name["sim"]["parameters"][0]["walker"] is True
+
 def launch_ros_command(node: Recorded, folder: Path) -> list[str]:
     """The command launch_ros builds for a Node action: a dict becomes a params file under ``/**`` (launch_ros's
     Node._create_params_file_from_dict, for a node whose namespace is not given), a path is passed as it is."""

@@ -6,6 +6,7 @@ import pytest
 from jetracer_trt.errors import JetracerError
 from jetracer_trt.graph import drive_graph, params_file_values
 from jetracer_trt.launcher import LastResort, ros_arguments
+from jetracer_trt.safety import SafetyLimits
 
 
 def by_name(specs):
@@ -138,3 +139,42 @@ def test_the_monitor_reports_a_stage_without_samples_as_not_measured():
     assert monitor._p50_p99("jetracer_trt/control", "control_ms") == {"p50": None, "p99": None}
     assert monitor._p50_p99("jetracer_trt/control", "overhead_ms") == {"p50": 2.5, "p99": 8.0}
     assert monitor._p50_p99("jetracer_trt/inference", "model_ms") == {"p50": None, "p99": None}
+
+
+def test_task_pose_reaches_the_inference_node_and_puts_a_walker_in_the_simulator():
+    sim, inference, control = drive_graph(task="pose")
+    assert inference.parameters == {"task": "pose"}
+    assert sim.effective_parameters()["walker"] is True and "walker" in sim.defaults  # a params file may say no
+    assert control.effective_parameters()["profile"] == "sim"
+    # the pose network's slower targets are taken by the simulated car, never by a real one
+    assert control.defaults["max_target_age_s"] > SafetyLimits.from_config().max_target_age_s
+    assert "max_target_age_s" not in drive_graph(source="csi", task="pose")[2].effective_parameters()
+    road_sim, road_inference, _ = drive_graph()
+    assert "walker" not in road_sim.effective_parameters()
+    assert road_inference.defaults["task"] == "road_following"
+    camera = drive_graph(source="csi", task="pose")[0]
+    assert "walker" not in camera.effective_parameters()
+
+
+def test_an_unknown_task_is_one_clear_error(capsys):
+    from jetracer_trt.cli.main import main
+
+    assert main(["launch", "drive", "--task", "dance"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown task 'dance'; choose one of road_following, pose"
+
+
+def test_the_monitor_sums_up_people_and_follow_me_for_task_pose():
+    from jetracer_trt.cli.launch import summary_text
+    from jetracer_trt.launcher import Monitor
+
+    monitor = Monitor.__new__(Monitor)  # only the diagnostics it saw, no ROS
+    monitor.status = {"jetracer_trt/inference": {"task": "road_following", "frames": "10"}}
+    assert monitor.pose_summary() is None
+    monitor.status = {"jetracer_trt/inference": {
+        "task": "pose", "frames": "90", "frames_with_people": "80", "following_frames": "85", "people": "1",
+        "follow": "too close", "parse_ms_p50": "1.2", "parse_ms_p99": "3.5"}}
+    pose = monitor.pose_summary()
+    assert pose == {"frames_with_people": 80, "following_frames": 85, "people_last_frame": 1, "follow": "too close",
+                    "parse_ms": {"p50": 1.2, "p99": 3.5}}
+    text = summary_text(summary(pose=pose))
+    assert "people found in 80 frames, followed in 85" in text and "too close" in text and "1.2/3.5" in text

@@ -1,6 +1,6 @@
 """Pose models out of PyTorch: our checkpoints and trt_pose's weights export to ONNX with two outputs, cmap and paf,
 carrying the pose contract and its topology; they convert to INT8 for ONNX Runtime on the CPU; every conversion is
-judged per output with the pose tolerances; routes whose engines take one output refuse them clearly."""
+judged per output with the pose tolerances, through the engine of its route (ONNX Runtime, an AOTInductor package)."""
 import json
 
 import numpy as np
@@ -93,10 +93,15 @@ def test_int8_for_onnx_runtime_on_the_cpu_is_verified_per_output(exported):
     assert outputs["cmap"].shape == (4, 18, 56, 56) and outputs["paf"].shape == (4, 42, 56, 56)
 
 
-def test_routes_whose_engines_give_one_output_refuse_a_pose_model(checkpoint, tmp_path):
-    with pytest.raises(JetracerError, match="pose model with 2 output tensors .cmap, paf."):
-        convert("torch", ConvertRequest(source=checkpoint, precision="fp32", out=tmp_path / "pose.fp32.cpu.pt2"))
-    assert not (tmp_path / "pose.fp32.cpu.pt2").exists()
+def test_the_torch_route_packages_a_pose_checkpoint_verified_per_output(checkpoint, tmp_path):
+    from jetracer_trt.engines import create_engine
+
+    out = tmp_path / "pose.fp32.cpu.pt2"
+    result = convert("torch", ConvertRequest(source=checkpoint, precision="fp32", out=out, verify_frames=16))
+    assert result.comparison.ok and set(result.comparison.max_abs) == {"cmap", "paf"} and out.is_file()
+    with create_engine("torch", out, task=POSE, device="cpu") as engine:
+        maps = engine.infer_tensors(render_scene(0).image)
+        assert maps["cmap"].shape == (18, 56, 56) and maps["paf"].shape == (42, 56, 56)
 
 
 def test_pose_outputs_are_compared_element_by_element_per_output():

@@ -249,3 +249,80 @@ def test_unreadable_files_are_refused_in_one_line(tmp_path):
     torch.save({"engine": b"\x00", "input_names": ["input_0"], "output_names": ["output_0", "output_1"]}, engine)
     with pytest.raises(JetracerError, match="torch2trt TensorRT module"):
         load_trt_pose_checkpoint(engine, TOPOLOGY)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Our small network, pose_small_resnet18_l2: built, saved and loaded by its name, never mistaken for trt_pose's.
+
+
+def small_checkpoint(tmp_path, architecture=None):
+    from jetracer_trt.contract import pose_contract
+    from jetracer_trt.model import save_checkpoint
+    from jetracer_trt.pose.checkpoint import make_pose_checkpoint
+    from jetracer_trt.pose.network import SMALL_VARIANT, build_network
+
+    torch.manual_seed(0)
+    model = randomized(build_network(SMALL_VARIANT, TOPOLOGY)).eval()
+    data = make_pose_checkpoint(model, half=False, contract=pose_contract(TOPOLOGY), kind="best")
+    if architecture is not None:
+        data["architecture"] = architecture
+    path = tmp_path / "small.pt"
+    save_checkpoint(data, path)
+    return path, model
+
+
+def test_the_small_network_gives_the_contract_s_maps_from_resnet18_s_first_layers():
+    from jetracer_trt.pose.network import SMALL_VARIANT, architecture_of, build_network
+
+    model = build_network(SMALL_VARIANT, TOPOLOGY).eval()
+    with torch.no_grad():
+        cmap, paf = model(torch.zeros(2, 3, 224, 224))
+    assert tuple(cmap.shape) == (2, 18, 56, 56) and tuple(paf.shape) == (2, 42, 56, 56)
+    assert architecture_of(model) == SMALL_VARIANT and architecture_of(build_pose_network(TOPOLOGY)) == \
+        "resnet18_baseline_att"
+    state = model.state_dict()
+    assert trt_pose_variant(state) is None  # no 0.resnet.*: never taken for one of trt_pose's models
+    resnet = torchvision.models.resnet18(weights=None).state_dict()
+    backbone = {key[2:]: value.shape for key, value in state.items() if key.startswith("0.")}
+    assert backbone == {key: value.shape for key, value in resnet.items()
+                        if key.split(".")[0] in ("conv1", "bn1", "layer1", "layer2")}
+    assert sum(p.numel() for p in model.parameters()) < 1.2e6  # trt_pose's: 12.8 M
+
+
+def test_the_small_checkpoint_round_trips_and_every_loader_builds_it_by_name(tmp_path):
+    from jetracer_trt.engines.torch_engine import load_network
+    from jetracer_trt.pose.checkpoint import load_pose_checkpoint
+    from jetracer_trt.pose.network import SMALL_VARIANT, architecture_of
+
+    path, model = small_checkpoint(tmp_path)
+    x = image()
+    with torch.no_grad():
+        expected = model(x)
+    for loaded in (load_pose_checkpoint(path)[0], load_network(path)[0]):
+        assert architecture_of(loaded) == SMALL_VARIANT
+        with torch.no_grad():
+            got = loaded(x)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_an_unknown_architecture_is_refused_by_name(tmp_path):
+    from jetracer_trt.pose import train as pose_train
+    from jetracer_trt.pose.checkpoint import load_pose_checkpoint
+    from jetracer_trt.pose.network import build_network
+
+    path, _ = small_checkpoint(tmp_path, architecture="pose_tiny_mobilenet")
+    with pytest.raises(JetracerError, match="unknown pose architecture 'pose_tiny_mobilenet'; this package builds "
+                                            "resnet18_baseline_att, pose_small_resnet18_l2"):
+        load_pose_checkpoint(path)
+    with pytest.raises(JetracerError, match="unknown pose architecture 'resnet50'"):
+        build_network("resnet50", TOPOLOGY)
+    with pytest.raises(JetracerError, match="arch: unknown pose architecture 'big'"):
+        pose_train.resolve_settings({"arch": "big"})
+
+
+def test_a_small_state_dict_named_as_trt_pose_s_model_is_refused_strictly(tmp_path):
+    from jetracer_trt.pose.checkpoint import load_pose_checkpoint
+
+    path, _ = small_checkpoint(tmp_path, architecture="resnet18_baseline_att")
+    with pytest.raises(JetracerError, match="does not fit resnet18_baseline_att"):
+        load_pose_checkpoint(path)

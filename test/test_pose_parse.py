@@ -502,6 +502,19 @@ def test_missing_parts_are_minus_one_and_a_cut_body_falls_apart():
     assert objects[0, order[0], index("left_wrist")] == -1 and objects[0, order[1], index("nose")] == -1
 
 
+def test_a_batch_of_more_planes_than_an_opencv_image_holds_parses_each_frame_as_alone():
+    # OpenCV 5's images hold at most 128 channels: 18 keypoints a frame fill that at 7 frames; 30 frames (540
+    # planes) pass OpenCV 4's 512 too
+    frames = [draw_maps(people_in_a_row(1 + i % 5, TOPOLOGY), TOPOLOGY) for i in range(30)]
+    cmap, paf = (np.concatenate(maps) for maps in zip(*frames, strict=True))
+    for batch in (8, 9, 30):
+        counts, objects, peaks = parse_objects(cmap[:batch], paf[:batch], TOPOLOGY)
+        assert counts.tolist() == [1 + i % 5 for i in range(batch)]
+        for i in (0, 7, batch - 1):
+            assert_same_parse((counts[i:i + 1], objects[i:i + 1], peaks[i:i + 1]),
+                              parse_objects(cmap[i:i + 1], paf[i:i + 1], TOPOLOGY))
+
+
 def test_empty_maps_give_no_one():
     cmap = np.zeros((2, 18, 56, 56), F32)
     object_counts, objects, peaks = parse_objects(cmap, np.zeros((2, 42, 56, 56), F32), TOPOLOGY)

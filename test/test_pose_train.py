@@ -139,6 +139,27 @@ def test_a_run_writes_pose_checkpoints_and_resumes(tmp_path):
     assert resumed.epochs_done == 2 and resumed.global_step == 4
 
 
+def test_arch_trains_the_small_network_and_resume_and_init_keep_the_file_s_own(tmp_path):
+    from jetracer_trt.pose.network import SMALL_VARIANT
+
+    run = tmp_path / "run"
+    result = pose_train.train_pose(["synthetic"], run, overrides=small(arch=SMALL_VARIANT), device="cpu",
+                                   progress=False)
+    for name in ("best.pt", "last.pt"):
+        data = torch.load(run / name, weights_only=True)
+        assert data["architecture"] == SMALL_VARIANT and data["train_config"]["arch"] == SMALL_VARIANT
+        assert "0.layer2.1.conv2.weight" in data["state_dict"]
+    resumed = pose_train.train_pose(None, run, overrides={"epochs": 2}, resume=True, device="cpu", progress=False)
+    assert resumed.epochs_done == 2
+    assert torch.load(run / "last.pt", weights_only=True)["architecture"] == SMALL_VARIANT
+    tuned = pose_train.train_pose(["synthetic"], tmp_path / "tuned", overrides=small(val_scenes=0), device="cpu",
+                                  init=str(result.best_path), progress=False)  # no --arch: the file's network
+    assert torch.load(tuned.best_path, weights_only=True)["architecture"] == SMALL_VARIANT
+    with pytest.raises(JetracerError, match="holds a pose_small_resnet18_l2, not a resnet18_baseline_att"):
+        pose_train.train_pose(["synthetic"], tmp_path / "bad", overrides=small(arch="resnet18_baseline_att"),
+                              device="cpu", init=str(result.best_path), progress=False)
+
+
 def test_a_time_budget_ends_the_run_with_the_learning_rate_annealed(tmp_path):
     result = pose_train.train_pose(["synthetic"], tmp_path / "run", device="cpu", progress=False,
                                    overrides=small(epochs=1000, val_scenes=0, minutes=0.1, lr=1e-3))
@@ -166,3 +187,12 @@ def test_run_cli_trains_in_one_process_only(monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(JetracerError, match="one process"):
         pose_train.run_cli(args)
+
+
+def test_arch_is_refused_for_road_following_in_one_line(tmp_path, capsys):
+    from jetracer_trt.cli import train as train_cli
+
+    assert train_cli.main(["--arch", "pose_small_resnet18_l2", "--data", str(tmp_path), "--out",
+                           str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --arch picks a pose network (--task pose); road following "
+                                               "trains its ResNet18")

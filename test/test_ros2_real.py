@@ -1,7 +1,8 @@
 """The package the ROS 2 way, with the real tools: ``colcon build`` of the working tree, ``ros2 launch jetracer_trt
 drive.launch.py`` in the simulator, the running graph seen through ``ros2 node``, ``ros2 topic`` and ``ros2 param``,
-a launch_testing lap (test/launch_tests/drive_lap.test.py), and how one SIGINT stops it all, also from a script's
-background job. ros2_tools.py says how the tools are found; without them the module skips and says why.
+a launch_testing lap (test/launch_tests/drive_lap.test.py), task:=pose's people topics and follow-me commands, and
+how one SIGINT stops it all, also from a script's background job. ros2_tools.py says how the tools are found;
+without them the module skips and says why.
 """
 import os
 import re
@@ -226,3 +227,51 @@ def test_ros2_launch_of_the_collection_graph_records_and_stops_cleanly(workspace
     assert re.search(r"\[data_collection_node-\d+\]: process has finished cleanly", launched.text())
     samples, corrupt = read_dataset(data)
     assert corrupt == 0 and {s.meta["source"] for s in samples} == {"autopilot"}
+
+
+def with_precision_metadata(model: Path) -> Path:
+    """``model`` carrying ``precision: fp32`` as converted models do: without it the ONNX Runtime engine reads the
+    graph with the ``onnx`` package to tell INT8 from FP32, and the tools' environment has only the runtime
+    requirements, which do not include it."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, "precision": "fp32"})
+    onnx.save(proto, str(model))
+    return model
+
+
+def test_ros2_launch_task_pose_publishes_people_and_the_car_answers_follow_me(workspace, tmp_path):
+    """task:=pose with a random-weight pose model (CI has no trained one; what is checked does not depend on what
+    it finds): the people topics are published with their documented layout, and the control node answers the
+    follow-me targets (its commands carry the frames' stamps). Lockstep: every frame gets its command however slow
+    the network runs on this machine."""
+    from test_inference_node import export_random_pose_model
+
+    model = with_precision_metadata(export_random_pose_model(tmp_path))
+    command = [*LAUNCH, "task:=pose", f"model:={model}", "backend:=onnxruntime", "lockstep:=true"]
+    launched = ros2_tools.Started(command, workspace.env, tmp_path / "launch.log", cwd=workspace.root, terminal=True)
+    try:
+        wait_until_up(launched)
+        deadline = time.monotonic() + 30
+        wanted = {"/pose/people", "/pose/markers", "/pose/image_annotated", "/follow_target"}
+        while not wanted <= set(topics := workspace.run("ros2", "topic", "list").stdout.split()):
+            assert time.monotonic() < deadline, f"missing topics {wanted - set(topics)}"
+            time.sleep(1)
+        people = workspace.run("ros2", "topic", "echo", "--once", "/pose/people", timeout=60).stdout
+        for label in ("people", "keypoints", "x_y_score"):
+            assert f"label: {label}" in people, people
+        markers = workspace.run("ros2", "topic", "echo", "--once", "/pose/markers", timeout=60).stdout
+        assert "action: 3" in markers, markers  # every array starts with DELETEALL
+        deadline = time.monotonic() + 60
+        while True:  # a command carrying a frame's stamp answers a target (keep-alives before any carry 0)
+            stamp = workspace.run("ros2", "topic", "echo", "--once", "/cmd", "--field", "header.stamp.sec",
+                                  timeout=60).stdout.split()
+            if stamp and stamp[0].isdigit() and int(stamp[0]) > 0:
+                break
+            assert time.monotonic() < deadline, f"no command answered a follow target:\n{launched.text()[-3000:]}"
+        launched.ctrl_c()
+        rc = launched.wait(STOP_S)
+    finally:
+        launched.stop()
+    assert_stopped_cleanly(launched, rc)

@@ -144,3 +144,27 @@ def test_throttle_slew_limits_speeding_up_in_both_directions_and_stopping_is_imm
     reverse, t = speeds(g, -0.5, 1.0, start=t)
     forward, t = speeds(g, 0.5, 0.1, start=t)
     assert forward[0] == pytest.approx(0.0, abs=0.03)  # a change of direction drops to 0 first, never jumps across
+
+
+def test_the_throttle_scale_of_a_target_scales_the_command():
+    g = governor(throttle_slew_per_s=100.0)
+    for k in range(10):
+        g.on_target(0.0, 0.0, k * 0.03, throttle_scale=0.5)
+        g.update(k * 0.03)
+    assert g.command[1] == pytest.approx(0.5 * g.params.throttle)  # below min_throttle: the pace, not the floor
+    assert g.command[1] < g.params.min_throttle
+    g.on_target(0.0, 0.0, 0.31)  # the default: full throttle
+    assert g.update(0.31)[1] == pytest.approx(g.params.throttle)
+
+
+@pytest.mark.parametrize("x", [0.3, math.nan])
+def test_a_target_with_throttle_scale_zero_stops_at_once_with_or_without_a_finite_x(x):
+    g = governor(deadman_timeout_s=1.0)
+    t = drive_for(g, 0.5)
+    assert g.command[1] > 0.3
+    assert g.on_target(x, 0.0, t, throttle_scale=0.0)  # a deliberate stop is used, not left to the deadman
+    steering, throttle = g.update(t)
+    assert throttle == 0.0 and g.state == "driving"
+    if math.isnan(x):
+        assert steering == 0.0  # wheels straight
+    assert not g.on_target(math.nan, 0.0, t + 0.03)  # a NaN that would drive is still refused

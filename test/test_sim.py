@@ -148,6 +148,20 @@ def test_off_track_is_counted_and_the_run_goes_on():
                             "mean_speed_mps", "frames", "inference_ms"}
 
 
+def test_with_a_walker_off_track_is_counted_once_per_excursion_and_the_car_stays_where_it_went():
+    """A car following a person leaves the road at corners; putting it back would jump it past its person."""
+    from jetracer_trt.sim.walker import WalkerSettings
+
+    plain, walked = SimWorld(5), SimWorld(5, walker=WalkerSettings.from_config())
+    for world in (plain, walked):
+        for _ in range(45):  # full lock: off the road within a second, then circling beside it
+            world.step(1.0, 0.4)
+    assert plain.metrics()["off_track_events"] >= 2
+    assert walked.metrics()["off_track_events"] == 1
+    assert abs(walked.cross_track_error()) > walked.track.widths.max() / 2
+    assert walked.walker.walked_m > 0 and walked.metrics()["walker_distance_min_m"] > 0
+
+
 @pytest.mark.parametrize("seed,randomize", [(11, False), (12, True)])
 def test_expert_labels_drive_a_clean_lap_at_speed(seed, randomize):
     world = SimWorld(seed, randomize=randomize)

@@ -196,6 +196,21 @@ class _DeviceArray:
                                          "typestr": {"FLOAT": "<f4", "HALF": "<f2"}[dtype]}
 
 
+# what each output tensor of a stand-in plan computes from the (N, 3, 224, 224) input: ``target`` is the tiny model
+# of test_engine.py, ``means`` the same under another name and ``pooled`` a (3, 2, 2) average pool: with both, a
+# plan of two output tensors of different shapes, as a pose model's cmap and paf are
+_STAND_IN_OUTPUTS = {
+    "target": ((2,), lambda image: image[:, :2].float().mean(dim=(2, 3))),
+    "means": ((2,), lambda image: image[:, :2].float().mean(dim=(2, 3))),
+    "pooled": ((3, 2, 2), lambda image: __import__("torch").nn.functional.avg_pool2d(image.float(), 112)),
+}
+
+
+def _plan_outputs(plan):
+    """The output tensor names of a stand-in plan, in the order the engine lists them."""
+    return plan.get("outputs", ["target"])
+
+
 class _Context:
     def __init__(self, plan):
         self.plan, self.addresses, self.batch, self.views = plan, {}, None, None
@@ -214,26 +229,30 @@ class _Context:
 
         assert stream_handle == torch.cuda.current_stream().cuda_stream != torch.cuda.default_stream().cuda_stream
         if self.views is None:  # made at the first (regular) run, before any capture
-            self.views = [torch.as_tensor(_DeviceArray(self.addresses[name], shape, self.plan[dtype]), device="cuda")
-                          for name, shape, dtype in (("image", (self.batch, 3, 224, 224), "input_dtype"),
-                                                     ("target", (self.batch, 2), "output_dtype"))]
-        image, target = self.views
-        target.copy_(image[:, :2].float().mean(dim=(2, 3)))
+            tensors = [("image", (3, 224, 224), "input_dtype")]
+            tensors += [(name, _STAND_IN_OUTPUTS[name][0], "output_dtype") for name in _plan_outputs(self.plan)]
+            self.views = {name: torch.as_tensor(_DeviceArray(self.addresses[name], (self.batch, *shape),
+                                                             self.plan[dtype]), device="cuda")
+                          for name, shape, dtype in tensors}
+        image = self.views["image"]
+        for name in _plan_outputs(self.plan):
+            self.views[name].copy_(_STAND_IN_OUTPUTS[name][1](image).reshape(self.views[name].shape))
         return True
 
 
 class _Engine:
     def __init__(self, plan):
-        self.plan, self.num_io_tensors = plan, 2
+        self.plan, self.names = plan, ["image", *_plan_outputs(plan)]
+        self.num_io_tensors = len(self.names)
 
     def get_tensor_name(self, index):
-        return ("image", "target")[index]
+        return self.names[index]
 
     def get_tensor_mode(self, name):
         return "INPUT" if name == "image" else "OUTPUT"
 
     def get_tensor_shape(self, name):
-        return (-1, 3, 224, 224) if name == "image" else (-1, 2)
+        return (-1, 3, 224, 224) if name == "image" else (-1, *_STAND_IN_OUTPUTS[name][0])
 
     def get_tensor_dtype(self, name):
         return self.plan["input_dtype" if name == "image" else "output_dtype"]
@@ -340,16 +359,35 @@ def tiny_reference(frames):
     return np.stack([pre(f)[0].mean(axis=(1, 2))[:2] for f in frames])
 
 
+# a model of two output tensors (the shape of a pose model's cmap and paf, with the stand-in's small ones)
+TWO_TENSORS = DEFAULT.replace(outputs=["means", "pooled"], output_name="",
+                              output_shapes={"means": [2], "pooled": [3, 2, 2]})
+
+
+def two_tensor_reference(frames):
+    from jetracer_trt.preprocess import Preprocessor
+
+    staged = Preprocessor(TWO_TENSORS).batch(frames)
+    return {"means": staged[:, :2].mean(axis=(2, 3)),
+            "pooled": staged.reshape(len(frames), 3, 2, 112, 2, 112).mean(axis=(3, 5))}
+
+
+def stand_in_plan(tmp_path, name, contract, outputs=None, dtype="FLOAT", max_batch=4):
+    plan = tmp_path / name
+    fields = {"input_dtype": dtype, "output_dtype": dtype, "max_batch": max_batch}
+    plan.write_bytes(json.dumps({**fields, **({"outputs": outputs} if outputs else {})}).encode())
+    sidecars.write_sidecar(plan, {"backend": "tensorrt", **sidecars.current_platform(), "precision": "fp16",
+                                  "max_batch": max_batch, "source": "tiny.onnx", "source_sha256": "-",
+                                  "model_contract": contract.as_dict(), "artifact_sha256": sidecars.source_hash(plan)})
+    return plan
+
+
 @needs_cuda
 @pytest.mark.parametrize("graphs", [True, False])
 @pytest.mark.parametrize("dtype, tolerance", [("FLOAT", 1e-5), ("HALF", 2e-3)])
 def test_engine_buffers_streams_and_graphs_with_a_stand_in(tmp_path, monkeypatch, graphs, dtype, tolerance):
     monkeypatch.setitem(sys.modules, "tensorrt", stand_in_tensorrt())
-    plan = tmp_path / "tiny.engine"
-    plan.write_bytes(json.dumps({"input_dtype": dtype, "output_dtype": dtype, "max_batch": 4}).encode())
-    sidecars.write_sidecar(plan, {"backend": "tensorrt", **sidecars.current_platform(), "precision": "fp16",
-                                  "max_batch": 4, "source": "tiny.onnx", "source_sha256": "-",
-                                  "model_contract": DEFAULT.as_dict(), "artifact_sha256": sidecars.source_hash(plan)})
+    plan = stand_in_plan(tmp_path, "tiny.engine", DEFAULT, dtype=dtype)
     frames = np.random.default_rng(0).integers(0, 256, (6, 224, 224, 3), dtype=np.uint8)
     expected = tiny_reference(frames)
     with TensorRTEngine(plan, max_batch=4, cuda_graphs=graphs) as engine:
@@ -367,6 +405,34 @@ def test_engine_buffers_streams_and_graphs_with_a_stand_in(tmp_path, monkeypatch
 
         check_staging_is_the_whole_preprocessing(engine, frames)
         assert all((graph is not None) == graphs for _, graph in engine._runs.values())
+
+
+@needs_cuda
+@pytest.mark.parametrize("graphs", [True, False])
+@pytest.mark.parametrize("dtype, tolerance", [("FLOAT", 1e-5), ("HALF", 2e-3)])
+def test_two_output_tensors_get_a_buffer_each_by_name(tmp_path, monkeypatch, graphs, dtype, tolerance):
+    monkeypatch.setitem(sys.modules, "tensorrt", stand_in_tensorrt())
+    plan = stand_in_plan(tmp_path, "two.engine", TWO_TENSORS, outputs=["pooled", "means"], dtype=dtype)  # not in
+    frames = np.random.default_rng(2).integers(0, 256, (6, 224, 224, 3), dtype=np.uint8)   # the contract's order
+    expected = two_tensor_reference(frames)
+    with TensorRTEngine(plan, max_batch=4, cuda_graphs=graphs) as engine:
+        engine.warmup()
+        for i, frame in enumerate(frames):  # a new frame each call: a stale graph input would show
+            out = engine.infer_tensors(frame)
+            assert list(out) == ["means", "pooled"] and out["pooled"].shape == (3, 2, 2)
+            assert all(value.dtype == np.float32 for value in out.values())
+            for name in out:
+                np.testing.assert_allclose(out[name], expected[name][i], atol=tolerance)
+        batch = engine.infer_batch_tensors(frames[2:6])
+        again = engine.run_model(4)  # the staged frames, model only
+        for name in expected:
+            np.testing.assert_allclose(batch[name], expected[name][2:6], atol=tolerance)
+            np.testing.assert_allclose(again[name], expected[name][2:6], atol=tolerance)
+        with pytest.raises(JetracerError, match="2 output tensors .means, pooled.: use infer_tensors"):
+            engine.infer(frames[0])
+    wrong = stand_in_plan(tmp_path, "wrong.engine", TWO_TENSORS, outputs=["pooled", "target"])
+    with pytest.raises(JetracerError, match=r"gives outputs .*expected means \[N, 2\], pooled \[N, 3, 2, 2\]"):
+        TensorRTEngine(wrong, max_batch=4)
 
 
 @needs_cuda
@@ -433,8 +499,9 @@ def test_fp16_on_tensorrt_11_needs_modelopt_autocast(tmp_path, monkeypatch, tiny
     assert not request.out.exists()
 
 
-@needs_cuda
-def test_torch2trt_engine_streams_and_copies_with_a_stand_in(tmp_path, monkeypatch):
+def stand_in_torch2trt(monkeypatch, tmp_path, forward, contract, output_names):
+    """A torch2trt whose ``TRTModule`` runs ``forward`` (on the stand-in TensorRT), and a saved module of it for
+    ``contract`` with ``output_names``, its sidecar beside it; returns the module's file."""
     import types
 
     import torch
@@ -446,19 +513,39 @@ def test_torch2trt_engine_streams_and_copies_with_a_stand_in(tmp_path, monkeypat
 
         def __call__(self, x):
             assert torch.cuda.current_stream() != torch.cuda.default_stream()
-            return x[:, :2].mean(dim=(2, 3))
+            return forward(x)
 
     monkeypatch.setitem(sys.modules, "tensorrt", stand_in_tensorrt())
     monkeypatch.setitem(sys.modules, "torch2trt", types.SimpleNamespace(TRTModule=TRTModule))
     path = tmp_path / "tiny.fp32.trt.pth"
-    torch.save({"engine": bytearray(b"plan"), "input_names": ["image"], "output_names": ["target"]}, path)
+    torch.save({"engine": bytearray(b"plan"), "input_names": ["image"], "output_names": output_names}, path)
     sidecars.write_sidecar(path, {"backend": "torch2trt", **sidecars.current_platform(), "precision": "fp32",
                                   "max_batch": 2, "source": "tiny.pt", "source_sha256": "-",
-                                  "model_contract": DEFAULT.as_dict(), "artifact_sha256": sidecars.source_hash(path)})
+                                  "model_contract": contract.as_dict(), "artifact_sha256": sidecars.source_hash(path)})
+    return path
+
+
+@needs_cuda
+def test_torch2trt_engine_streams_and_copies_with_a_stand_in(tmp_path, monkeypatch):
+    path = stand_in_torch2trt(monkeypatch, tmp_path, _STAND_IN_OUTPUTS["target"][1], DEFAULT, ["target"])
     frames = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     with create_engine("torch2trt", path, max_batch=2) as engine:
         np.testing.assert_allclose(engine.infer_batch(frames), tiny_reference(frames), atol=1e-5)
         np.testing.assert_allclose(engine.infer(frames[1]), tiny_reference(frames)[1], atol=1e-5)
+
+
+@needs_cuda
+def test_torch2trt_engine_matches_two_outputs_by_name(tmp_path, monkeypatch):
+    def forward(x):  # in the order of its output_names, not the contract's
+        return _STAND_IN_OUTPUTS["pooled"][1](x), _STAND_IN_OUTPUTS["means"][1](x)
+
+    path = stand_in_torch2trt(monkeypatch, tmp_path, forward, TWO_TENSORS, ["pooled", "means"])
+    frames = np.random.default_rng(3).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    expected = two_tensor_reference(frames)
+    with create_engine("torch2trt", path, max_batch=2) as engine:
+        out = engine.infer_batch_tensors(frames)
+        for name in expected:
+            np.testing.assert_allclose(out[name], expected[name], atol=1e-5)
 
 
 # -- ensure_engine: build when missing or stale (the inference node's build_engine) ---------------------------------

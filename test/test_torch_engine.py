@@ -278,12 +278,17 @@ def test_cuda_run_model_replays_the_last_staged_frames(frames):
 def test_cuda_infer_does_not_grow_allocated_memory(frames):
     with TorchEngine(CHECKPOINT, max_batch=1) as engine:
         engine.warmup()
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        for i in range(100):
-            engine.infer(frames[i % len(frames)])
-        torch.cuda.synchronize()
-        assert torch.cuda.memory_allocated() == before
+        check_calls_allocate_no_cuda_memory(engine.infer, frames)
+
+
+def check_calls_allocate_no_cuda_memory(call, frames, calls=100):
+    """``call(frame)`` over ``frames``, ``calls`` times, leaves PyTorch's allocated CUDA memory as it was."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    for i in range(calls):
+        call(frames[i % len(frames)])
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == before
 
 
 @cuda_only

@@ -1,6 +1,7 @@
 """``jetracer-trt benchmark``: FPS and p50/p99 latency of every backend that can run here, model-only and full path,
 each against PyTorch eager FP32 measured in the same run, laid out like NVIDIA's published torch2trt tables, with
-their Jetson figures beside.
+their Jetson figures beside. ``--task pose`` measures the pose model the same way, plus frames -> people (the parser
+included) and the parser apart, beside trt_pose's published figures.
 
 The measuring is ``jetracer_trt.benchmark``; this module parses options and prints (a table, or one JSON object).
 """
@@ -9,12 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
+from ..contract import POSE, ROAD_FOLLOWING, read_contract
 from ..errors import JetracerError
 
 PATH_TITLES = {"model": "model only (real frames already staged; network + outputs to the host)",
-               "full": "full path (uint8 frames in -> preprocessing -> network -> target on the host)"}
+               "full": "full path (uint8 frames in -> preprocessing -> network -> target on the host)",
+               "people": "frames -> people (preprocessing -> network -> maps on the host -> parse_people)"}
+POSE_FULL_TITLE = "full path (uint8 frames in -> preprocessing -> network -> cmap and paf on the host)"
 
 
 def register(subparsers) -> None:
@@ -49,6 +55,17 @@ def register(subparsers) -> None:
                         help="CPU threads per engine (default: 0 = the backend's default, all cores)")
     parser.add_argument("--frames", metavar="DIR",
                         help="dataset (or image folder) to take frames from (default: simulator frames)")
+    parser.add_argument("--task", choices=("road_following", "pose"),
+                        help="which model family to measure (default: the --model's own task, else road_following); "
+                             "pose adds a frames -> people path and the parser's timings")
+    parser.add_argument("--source", metavar="ONNX",
+                        help="the FP32 ONNX model whose files the configurations run: it, and the checkpoint and "
+                             "converted files beside it under their conventional names (default: the task's model "
+                             "in models/)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="with --task pose: measure a randomly initialised pose network exported on the fly "
+                             "(checkpoint, ONNX and ONNX Runtime INT8, in a temporary folder) instead of the files in "
+                             "models/; timing does not depend on the weights")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     parser.set_defaults(func=run)
 
@@ -79,12 +96,34 @@ def run(args: argparse.Namespace) -> int:
         raise JetracerError(f"--iters must be >= 1, --warmup and --threads >= 0 (got {args.iters}, {args.warmup}, "
                             f"{args.threads})")
     device = bench.detect_device() if args.device == "auto" else args.device
-    configs = bench.resolve_configs(_split(args.backend), _split(args.precision), device, args.model)
-    configs = bench.with_baseline(configs)
-    total = bench.planned_calls(len(configs), batches, args.iters, args.warmup)
-    with tqdm(total=total, unit=" calls", file=sys.stderr, disable=None, dynamic_ncols=True, leave=False) as bar:
-        result = bench.run_benchmark(configs, batches, args.iters, args.warmup, device=device, threads=args.threads,
-                                     frames_dir=args.frames, progress=bar)
+    # a missing --model is reported below with the command that makes it
+    given = args.model or args.source
+    model_task = read_contract(given).task if given and Path(given).is_file() else None
+    task = args.task or model_task or ROAD_FOLLOWING
+    if args.random_weights and task != POSE:
+        raise JetracerError("--random-weights measures the pose network: give it with --task pose")
+    if args.random_weights and (args.model or args.source):
+        raise JetracerError("--random-weights makes its own model files; leave --model and --source out")
+    with tempfile.TemporaryDirectory(prefix="jetracer-bench-") as work:
+        source, notes = None, []
+        if args.random_weights:
+            source = bench.random_pose_model_path(work)
+        elif args.source:
+            source = Path(args.source)
+        elif task == POSE:
+            source = bench.default_pose_model()
+        configs = bench.resolve_configs(_split(args.backend), _split(args.precision), device, args.model, source)
+        configs = bench.with_baseline(configs, source)
+        if args.random_weights:  # the files those configurations run, INT8 only when one of them needs it
+            notes = bench.random_pose_models(work, int8=any(c.key == ("onnxruntime", "int8") for c in configs))
+        total = bench.planned_calls(len(configs), batches, args.iters, args.warmup, task)
+        with tqdm(total=total, unit=" calls", file=sys.stderr, disable=None, dynamic_ncols=True, leave=False) as bar:
+            result = bench.run_benchmark(configs, batches, args.iters, args.warmup, device=device,
+                                         threads=args.threads, frames_dir=args.frames, progress=bar,
+                                         reference_model=source, task=task)
+    result.settings["weights"] = "random (exported on the fly)" if args.random_weights else "model files"
+    if notes:
+        result.settings["notes"] = notes
     print(json.dumps(result.as_dict()) if args.json else format_report(result))
     return 0
 
@@ -132,6 +171,18 @@ def _jetson_rows(batches: Sequence[int]) -> list[str]:
     return lines
 
 
+def _trt_pose_rows(batches: Sequence[int]) -> list[str]:
+    """trt_pose's published FPS for the same network, batch 1, in the FPS column: published, not measured."""
+    from ..benchmark import TRT_POSE_PUBLISHED as published
+
+    lines = [f"trt_pose's published figures for the same network (PUBLISHED, not measured here; "
+             f"{published['source'].split(';')[0]}):"]
+    for board, fps in published["fps"].items():
+        cells = [_cells(fps if b == 1 else None, None, None, None) for b in batches]
+        lines.append(f"{board + ' (published)':<{LABEL_WIDTH}}|" + "|".join(cells) + "|")
+    return lines
+
+
 def format_report(result) -> str:
     """The benchmark laid out as NVIDIA's published torch2trt tables: configurations down, batch sizes across (FPS,
     p50 and p99 ms, speedup over PyTorch eager FP32), one table per path; then skipped configurations and the
@@ -149,10 +200,13 @@ def format_report(result) -> str:
     batches = s["batches"]
     header = f"{'':<{LABEL_WIDTH}}|" + "|".join(f"{'batch ' + str(b):^{BATCH_WIDTH}}" for b in batches) + "|"
     columns = f"{'backend precision':<{LABEL_WIDTH}}|" + "|".join(
-        f"{'FPS':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs pt':>7} " for _ in batches) + "| mean|dx| vs FP32"
+        f"{'FPS':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs pt':>7} " for _ in batches) + (
+        "| mean|diff| vs FP32 (worst map)" if result.task == "pose" else "| mean|dx| vs FP32")
     keys = list(dict.fromkeys((r.backend, r.precision) for r in result.rows))
-    for path in ("model", "full"):
-        lines += ["", f"THROUGHPUT (FPS) / LATENCY (MS) BY BATCH SIZE -- {PATH_TITLES[path]}", header, columns]
+    pose = result.task == "pose"
+    for path in ("model", "full", "people") if pose else ("model", "full"):
+        title = POSE_FULL_TITLE if pose and path == "full" else PATH_TITLES[path]
+        lines += ["", f"THROUGHPUT (FPS) / LATENCY (MS) BY BATCH SIZE -- {title}", header, columns]
         for key in keys:
             cells = []
             for b in batches:
@@ -162,12 +216,23 @@ def format_report(result) -> str:
             report = result.config(*key)
             accuracy = ""
             if report is not None and report.accuracy is not None:
-                accuracy = f" {report.mean_abs_dx:.1e} ({'ok' if report.accuracy['ok'] else 'FAIL'} {key[1]})"
+                error = max(report.accuracy["mean_abs"].values()) if pose else report.mean_abs_dx  # worst map
+                accuracy = f" {error:.1e} ({'ok' if report.accuracy['ok'] else 'FAIL'} {key[1]})"
             lines.append(f"{_label(*key):<{LABEL_WIDTH}}|" + "|".join(cells) + "|" + accuracy)
-        if path == "model":
+        if path == "model" and pose:
+            lines += _trt_pose_rows(batches)
+        elif path == "model":
             lines.append("NVIDIA's published Jetson figures, ResNet18 with torch2trt (model only; latency as "
                          "published, no p99; vs pt = against the same board's PyTorch):")
             lines += _jetson_rows(batches)
+    if pose:
+        lines += ["", "parse time (parse_people on each call's maps, ms per call):"]
+        for entry in result.parse.get("per_call", []):
+            lines.append(f"  {entry['backend']} {entry['precision']} batch {entry['batch']}: p50 {entry['p50_ms']:.2f}"
+                         f" p99 {entry['p99_ms']:.2f}")
+        five = result.parse.get("five_people")
+        if five:
+            lines.append(f"  {five['what']}: p50 {five['p50_ms']:.2f} p99 {five['p99_ms']:.2f}")
     if result.skipped:
         lines += ["", "skipped:"]
         for skip in result.skipped:

@@ -1,5 +1,6 @@
 """``jetracer-trt export``: checkpoint -> ONNX, verified against PyTorch before anything is written: a road-following
-checkpoint, or a pose one (ours or trt_pose's ``resnet18_baseline_att`` weights: two outputs, ``cmap`` and ``paf``).
+checkpoint, or a pose one (ours, of the network it names, or trt_pose's ``resnet18_baseline_att`` weights: two
+outputs, ``cmap`` and ``paf``).
 
 torch and onnx are imported only inside ``run``: ``jetracer-trt --help`` and the driving runtime work without them.
 """
@@ -19,8 +20,9 @@ def register(subparsers) -> None:
         help="export a checkpoint to ONNX, verified against PyTorch",
         description=(
             "Export a training checkpoint (RUN/best.pt, RUN/last.pt, or a JetRacer notebook ResNet18 state dict) to "
-            "ONNX with a dynamic batch dimension. A pose checkpoint (jetracer-trt train --task pose, or trt_pose's "
-            "own resnet18_baseline_att weights such as resnet18_baseline_att_224x224_A_epoch_249.pth) becomes an "
+            "ONNX with a dynamic batch dimension. A pose checkpoint (jetracer-trt train --task pose, of the network it "
+            "names: resnet18_baseline_att or pose_small_resnet18_l2; or trt_pose's own resnet18_baseline_att "
+            "weights such as resnet18_baseline_att_224x224_A_epoch_249.pth) becomes an "
             "ONNX model with two outputs, cmap (batch x keypoints x 56 x 56 for a 224x224 input) and paf (batch x "
             "2 links x 56 x 56), carrying its topology; it is verified on synthetic scenes of people. The "
             "FP16-exact weights of best.pt are stored as float16 (losslessly; ONNX Runtime computes in FP32), so "

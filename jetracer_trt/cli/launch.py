@@ -66,6 +66,15 @@ def summary_text(summary: dict, plot: str | None = None) -> str:
                  f"latency {latency}")
     stages = ", ".join(f"{name.replace('_to_', '->')} {_ms(pair)}" for name, pair in summary["stages_ms"].items())
     lines.append(f"per stage p50/p99 ms (whole run): {stages}; overhead {_ms(summary['overhead_ms'])}")
+    pose = summary.get("pose")
+    if pose is not None:
+        lines.append(f"people found in {pose['frames_with_people']} frames, followed in {pose['following_frames']}; "
+                     f"follow-me at the end: {pose['follow']}; parsing p50/p99 ms {_ms(pose['parse_ms'])}")
+    walker = summary.get("walker")
+    if walker is not None:
+        lines.append(f"walker: car-to-walker distance min {walker['walker_distance_min_m']:.2f} m, mean "
+                     f"{walker['walker_distance_mean_m']:.2f} m; {walker['collisions']:.0f} collisions; out of "
+                     f"view {walker['walker_out_of_view_s']:.1f} s")
     if summary.get("samples_recorded") is not None:
         lines.append(f"samples recorded this session: {summary['samples_recorded']}")
     lines.append(f"stopped: {summary['stopped_because']}")

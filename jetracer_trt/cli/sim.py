@@ -1,5 +1,5 @@
-"""``jetracer-trt sim``: drive the simulated car with a model (eval), record expert data (collect), time the
-renderer."""
+"""``jetracer-trt sim``: drive the simulated car with a model (eval), follow a walking person (follow), record
+expert data (collect), time the renderer."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,8 @@ COLLECT_TASKS = ("road_following", "pose")
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "sim", help="simulated JetRacer: evaluate a model, collect training data, benchmark the renderer",
+        "sim", help="simulated JetRacer: evaluate a model, follow a walking person, collect training data, benchmark "
+        "the renderer",
         description="A simulated JetRacer on a taped track generated from a seed, seen through a wide-angle camera.",
     )
     commands = parser.add_subparsers(dest="sim_command", metavar="<command>")
@@ -49,6 +50,41 @@ def register(subparsers) -> None:
     ev.add_argument("--plot", metavar="OUT.png", help="draw the track and the driven path, coloured by error")
     ev.add_argument("--video", metavar="OUT.mp4", help="record the camera view with the predicted target drawn")
     ev.set_defaults(func=run_eval)
+
+    fo = commands.add_parser(
+        "follow", help="follow a walking person with the pose model (or the oracle) and report distances and losses",
+        description="Closed-loop follow-me: a person walks along the road ahead of the car (speed changes and "
+                    "pauses from --seed); each camera frame -> people (the pose model through PoseEstimator, or "
+                    "--oracle: ideal maps of the person's true keypoints, then the same parser) -> FollowMe -> the "
+                    "control law and safety governor (profile sim) -> the car, with one frame of delay, in simulated "
+                    "time (a slow model makes the run slow, not the car late). Reports the time following and lost, "
+                    "the car-to-person distance (min / mean / max), collisions (nearer than walker.collision_m of "
+                    "config/sim.yaml) and the person's lead along the road.",
+    )
+    source = fo.add_mutually_exclusive_group()
+    source.add_argument("--model", help="pose model file (default: the shipped models/pose_small.onnx)")
+    source.add_argument("--oracle", action="store_true", help="no network: the maps a perfect model would give "
+                        "(the pose trainer's targets of the person's true keypoints), parsed as the model's are")
+    fo.add_argument("--backend", default="onnxruntime", help="inference backend for --model: onnxruntime, torch, "
+                    "tensorrt or torch2trt (default: onnxruntime)")
+    fo.add_argument("--seed", type=int, default=None, help="the walk and the person (default: walker.seed of "
+                    "config/sim.yaml)")
+    fo.add_argument("--seconds", type=float, default=30.0, help="simulated seconds to follow (default: 30)")
+    fo.add_argument("--track-seed", type=int, default=1001, help="which generated track (default: 1001)")
+    fo.add_argument("--randomize", action="store_true", help="domain randomization of the floor, light and camera")
+    fo.add_argument("--run-seed", type=int, default=0, help="seed of the randomization draws (default: 0)")
+    fo.add_argument("--rate", type=float, help="camera rate in Hz (default: rate_hz of config/sim.yaml); a lower "
+                    "rate makes a slow model's run shorter")
+    fo.add_argument("--threads", type=int, default=0, help="CPU threads for inference (default: 0 = all cores)")
+    fo.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a follow-me setting (config/follow.yaml, e.g. stop_size=0.12), a control or "
+                    "safety setting (config/control.yaml, profile sim) or a walker setting (walker.NAME, e.g. "
+                    "walker.speed_mps=1.0); repeatable")
+    fo.add_argument("--params", metavar="FILE.yaml", help="settings from a YAML file, the names --set takes; "
+                    "--set wins over it")
+    fo.add_argument("--json", action="store_true", help="print exactly one JSON object with the metrics on stdout")
+    fo.add_argument("--video", metavar="OUT.mp4", help="record the camera view with the follow target drawn")
+    fo.set_defaults(func=run_follow)
 
     co = commands.add_parser(
         "collect", help="record expert-driven, labelled frames into a dataset (or synthetic people: --task pose)",
@@ -128,6 +164,73 @@ def run_eval(args: argparse.Namespace) -> int:
           f"inference p50 {inf['p50']:.1f} ms p99 {inf['p99']:.1f} ms ({engine.describe()})")
     if args.plot:
         print(f"  plot: {args.plot}")
+    if args.video:
+        print(f"  video: {args.video}")
+    return 0
+
+
+def run_follow(args: argparse.Namespace) -> int:
+    import math
+
+    from ..config import default_model_path, load_config
+    from ..contract import POSE
+    from ..follow import FOLLOW_SETTINGS, FollowMe, FollowSettings
+    from ..pose.estimator import PoseEstimator
+    from ..safety import SafetyGovernor
+    from ..sim import SimWorld, follow
+    from ..sim.visualize import RunVideo
+    from ..sim.walker import OracleEngine, WalkerSettings
+
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise JetracerError(f"--seconds must be a positive number, got {args.seconds}")
+    if args.rate is not None and not (math.isfinite(args.rate) and 1 <= args.rate <= 120):
+        raise JetracerError(f"--rate must be in [1, 120] Hz, got {args.rate}")
+    settings = control_overrides(args.params, args.set)
+    walker_overrides = {k.partition(".")[2]: settings.pop(k) for k in list(settings) if k.startswith("walker.")}
+    follow_overrides = {k: settings.pop(k) for k in list(settings) if k in FOLLOW_SETTINGS}
+    cfg = load_config("sim")
+    if args.rate is not None:
+        cfg["rate_hz"] = args.rate
+    walker = WalkerSettings.from_config(cfg["walker"], **{**walker_overrides, "seed": args.seed})
+    follow_me = FollowMe(FollowSettings.from_config(follow_overrides))
+    controller = SafetyGovernor.from_config("sim", settings)
+    world = SimWorld(args.track_seed, randomize=args.randomize, run_seed=args.run_seed, cfg=cfg, walker=walker)
+    if args.oracle:
+        engine = OracleEngine(world)
+    else:
+        from ..engines import create_engine
+
+        model = args.model or default_model_path(POSE)
+        if not args.model and not model.is_file():
+            raise JetracerError(f"no pose model at {model}: give --model, or --oracle to run without one "
+                                "(models/POSE_MODEL_CARD.md makes the model)")
+        engine = create_engine(args.backend, str(model), task=POSE, threads=args.threads)
+        engine.warmup()
+    estimator = PoseEstimator(engine)
+    video = RunVideo(args.video, world.rate_hz) if args.video else None
+    frames = int(round(args.seconds * world.rate_hz))
+    bar = _progress(frames, "frames", quiet=args.json)
+    try:
+        metrics = follow(world, estimator.people, follow_me, controller, args.seconds, on_frame=video,
+                         progress=lambda w: bar.update(1))
+    finally:
+        bar.close()
+        if video:
+            video.close()
+    if args.json:
+        print(json.dumps({**metrics, "engine": engine.describe(), "follow": follow_me.settings.__dict__,
+                          "walker": walker.__dict__, "control": controller.settings()}))
+        return 0
+    pm = metrics["people_ms"]
+    print(f"track seed {args.track_seed}, walker seed {walker.seed}, {metrics['seconds']:.1f} s at "
+          f"{world.rate_hz:g} Hz, {engine.describe()}")
+    print(f"  following {metrics['following_s']:.1f} s, lost {metrics['lost_s']:.1f} s ({metrics['lost_events']} "
+          f"times), collisions {metrics['collisions']}")
+    print(f"  distance to the person min {metrics['walker_distance_min_m']:.2f} m, mean "
+          f"{metrics['walker_distance_mean_m']:.2f} m, max {metrics['walker_distance_max_m']:.2f} m; their lead "
+          f"along the road mean {metrics['walker_lead_mean_m']:.2f} m")
+    print(f"  the car drove {metrics['distance_driven_m']:.1f} m, the person walked {metrics['walker_walked_m']:.1f} m;"
+          f" people per frame p50 {pm['p50']:.1f} ms p99 {pm['p99']:.1f} ms")
     if args.video:
         print(f"  video: {args.video}")
     return 0

@@ -106,6 +106,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--minutes", type=float, metavar="M", help="--task pose: a time budget; the learning rate "
                         "anneals over it and the run ends when it is spent (default: config/pose_train.yaml)")
+    parser.add_argument("--arch", metavar="NAME",
+                        help="--task pose: which pose network: resnet18_baseline_att (trt_pose's) or "
+                             "pose_small_resnet18_l2 (ours, small and fast on a CPU; models/POSE_MODEL_CARD.md) "
+                             "(default: arch of config/pose_train.yaml)")
     parser.add_argument("--no-export", action="store_true", help="do not write RUN/best.onnx at the end")
 
 
@@ -151,7 +155,8 @@ def torchrun_command(args: argparse.Namespace) -> list[str]:
     if args.data:
         options += ["--data", *args.data]
     for flag in ("--out", "--init", "--epochs", "--batch-size", "--lr", "--weight-decay", "--val-fraction", "--seed",
-                 "--workers", "--weights", "--batchnorm", "--augment", "--device", "--max-steps", "--minutes"):
+                 "--workers", "--weights", "--batchnorm", "--augment", "--device", "--max-steps", "--minutes",
+                 "--arch"):
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             options += [flag, str(value)]
@@ -191,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
 def run_road_following(args: argparse.Namespace) -> int:
     """Trains, exports best.pt to best.onnx beside it (process 0), then prints where everything is and how good the
     model was."""
+    if getattr(args, "arch", None) is not None:
+        raise JetracerError("--arch picks a pose network (--task pose); road following trains its ResNet18")
     if not args.data and not args.resume:
         raise JetracerError("train needs --data DIR (or --resume to continue a run)")
     from ..train import export_best, train  # torch: imported only when training

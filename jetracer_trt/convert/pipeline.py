@@ -8,17 +8,17 @@ a route (a ``Route``) supplies only what differs: its own checks and its build.
    conventional name beside the source, the one ``backend auto`` looks for), then the route's own refusals
    (``Route.check``) and, for a GPU engine, this machine (``sidecar.current_platform``);
 2. the source's model contract (``Route.source_contract``, by default ``contract.read_contract``): the result
-   records it; a model with several output tensors (a pose model's ``cmap`` and ``paf``) is converted only by the
-   routes whose backend runs such models (``TENSOR_OUTPUT_BACKENDS``);
+   records it;
 3. frames (``calibration.split_frames``): verification frames, and calibration frames apart from them when the
    route calibrates (INT8), of the kind the model's task sees;
 4. the reference: the source model in FP32 on the verification frames (``Route.reference``: by default
-   ``verify.reference_outputs``, or ``verify.tensor_model_outputs`` for several output tensors);
+   ``verify.reference_outputs``, the source through its own CPU engine);
 5. build: the route writes its result into a temporary folder beside OUT, under OUT's own name (``Route.build``);
    for a GPU engine the pipeline writes the sidecar beside it;
-6. verify: the result loaded through its own engine (``Route.run_result``; ``Route.run_tensor_result`` for several
-   output tensors), its precision and contract checked, its outputs judged against the reference by
-   ``verify.compare`` at its precision, with the tolerance table of its task (``verify.tolerances_for``);
+6. verify: the result loaded through its own engine (``Route.run_result``), its precision and contract checked, its
+   outputs (``verify.engine_outputs``: the columns of a road-following model, each output tensor of a pose model,
+   ``cmap`` and ``paf``) judged against the reference by ``verify.compare`` at its precision, with the tolerance
+   table of its task (``verify.tolerances_for``);
 7. write: only then is the result (and its sidecar, with the verification recorded) renamed over OUT, fsynced
    before and after the renames. On any failure OUT is left as it was and the temporary folder is removed.
 
@@ -43,16 +43,10 @@ from ..engines import sidecar as sidecars
 from ..engines.artifacts import converted_path
 from ..errors import JetracerError
 from ..fileio import fsync_dir, fsync_file
-from ..verify import (Comparison, Outputs, compare, engine_outputs, onnx_precision, reference_outputs, require_match,
-                      tensor_model_outputs, tolerances_for)
+from ..verify import Comparison, Outputs, compare, engine_outputs, reference_outputs, require_match, tolerances_for
 from .calibration import FrameSplit, split_frames
 
 log = logging.getLogger(__name__)
-
-# the backends whose results are verified with several output tensors (``Route.run_tensor_result``); the inference
-# engines themselves give one (N, outputs) array, so results of other backends could not be checked
-TENSOR_OUTPUT_BACKENDS = ("onnxruntime",)
-
 
 @dataclass
 class ConvertRequest:
@@ -159,8 +153,6 @@ class Route:
 
     def reference(self, request: ConvertRequest, frames: np.ndarray, contract: ModelContract) -> Outputs:
         """The source model's FP32 outputs on ``frames``, which the result must reproduce."""
-        if contract.tensor_outputs:
-            return tensor_model_outputs(request.source, frames, contract)
         return reference_outputs(request.source, frames)
 
     def report(self, engine, request: ConvertRequest) -> list[str]:
@@ -176,10 +168,6 @@ class Route:
             outputs = engine_outputs(engine, frames)
             return Loaded(outputs, engine.precision, engine.contract, self.report(engine, request))
 
-    def run_tensor_result(self, request: ConvertRequest, candidate: Path, frames: np.ndarray) -> Loaded:
-        """A result with several output tensors (an ONNX model, ``TENSOR_OUTPUT_BACKENDS``) run on ``frames``."""
-        return Loaded(tensor_model_outputs(candidate, frames), onnx_precision(candidate), read_contract(candidate))
-
 
 def run(route: Route, request: ConvertRequest) -> ConvertResult:
     """Converts, verifies and writes (see the module docstring); JetracerError, with OUT untouched, for bad input or
@@ -192,10 +180,6 @@ def run(route: Route, request: ConvertRequest) -> ConvertResult:
     route.check(request)
     platform = sidecars.current_platform() if route.engine else {}
     contract = route.source_contract(request)
-    if contract.tensor_outputs and route.backend not in TENSOR_OUTPUT_BACKENDS:
-        raise JetracerError(f"{route.command} cannot convert {source.name} yet: it is a {contract.task} model with "
-                            f"{len(contract.outputs)} output tensors ({', '.join(contract.outputs)}), and only "
-                            f"{', '.join(TENSOR_OUTPUT_BACKENDS)} results of such models can be verified here")
     calibration = request.calib_frames if route.calibrates(request) else 0
     frames = split_frames(request.calib_dir, calibration, request.verify_frames, task=contract.task)
     for note in frames.notes:
@@ -213,8 +197,7 @@ def run(route: Route, request: ConvertRequest) -> ConvertResult:
                       "source_sha256": sidecars.source_hash(source), "artifact_sha256": sidecars.source_hash(candidate),
                       **build.sidecar}
             sidecars.write_sidecar(candidate, fields)
-        run_result = route.run_tensor_result if contract.tensor_outputs else route.run_result
-        loaded = run_result(request, candidate, frames.verification)
+        loaded = route.run_result(request, candidate, frames.verification)
         if loaded.precision != request.precision or loaded.contract != contract:
             raise JetracerError(f"{route.what} loads as {loaded.precision} with contract {loaded.contract.summary()}, "
                                 f"not as the {request.precision} model of {contract.summary()} it was built to be; "

@@ -123,7 +123,7 @@ def build_plan(trt, onnx_path: Path, request: ConvertRequest, contract: ModelCon
         errors = [parser_error_text(parser.get_error(i)) for i in range(parser.num_errors)]
         reasons = "; ".join(errors) or "no reason given"
         raise JetracerError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {reasons}")
-    input_name = _check_network(network, input_shape, len(contract.outputs), request.max_batch)
+    input_name = _check_network(network, input_shape, contract, request.max_batch)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mb << 20)
@@ -183,11 +183,15 @@ def parser_error_text(error) -> str:
     return f"{node}{operator}: {error.desc()}"
 
 
-def _check_network(network, input_shape: list[int], outputs: int, max_batch: int) -> str:
-    """The input's name, after checking the parsed network is one [N, 3, H, W] input and one output."""
-    if network.num_inputs != 1 or network.num_outputs != 1:
+def _check_network(network, input_shape: list[int], contract: ModelContract, max_batch: int) -> str:
+    """The input's name, after checking the parsed network is one [N, 3, H, W] input and the outputs of its
+    contract: one (road following), or one per output tensor (a pose model's cmap and paf)."""
+    outputs = len(contract.output_tensors)
+    if network.num_inputs != 1 or network.num_outputs != outputs:
+        what = (f"{outputs} outputs ({', '.join(contract.output_tensors)})" if contract.tensor_outputs
+                else f"one output ({len(contract.outputs)} values per frame)")
         raise JetracerError(f"the model has {network.num_inputs} inputs and {network.num_outputs} outputs; expected "
-                            f"one input (the image) and one output ({outputs} values per frame)")
+                            f"one input (the image) and {what}")
     tensor = network.get_input(0)
     shape = list(tensor.shape)
     if len(shape) != 4 or shape[1:] != input_shape[1:]:

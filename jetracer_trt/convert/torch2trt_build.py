@@ -70,10 +70,10 @@ class Torch2TRTBuild(Route):
               work: Path) -> Build:
         import torch
 
-        from ..model import load_checkpoint
+        from ..engines.torch_engine import load_network
 
         torch2trt = import_torch2trt()
-        model = load_checkpoint(request.source)[0].cuda().eval()
+        model = load_network(request.source)[0].cuda().eval()
         example = CalibrationDataset(frames.verification, contract)[0][0]
         calibration = CalibrationDataset(frames.calibration, contract) if request.precision == "int8" else None
         log.info("converting %s with torch2trt (%s)", request.source, request.precision)
@@ -82,7 +82,7 @@ class Torch2TRTBuild(Route):
                 model, [example], fp16_mode=request.precision in ("fp16", "int8"),
                 int8_mode=request.precision == "int8", int8_calib_dataset=calibration,
                 max_batch_size=request.max_batch, max_workspace_size=request.workspace_mb << 20,
-                input_names=[contract.input_name], output_names=[contract.output_name])
+                input_names=[contract.input_name], output_names=list(contract.output_tensors))
         torch.save(module.state_dict(), out)
         sidecar: dict[str, Any] = {"builder": {"workspace_mb": request.workspace_mb,
                                                "torch2trt": getattr(torch2trt, "__version__", "unknown")}}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import verify
 from ..contract import CONTRACT_KEY, ModelContract, contract_from_record
 from ..engines.artifacts import converted_path
 from ..errors import JetracerError
@@ -67,8 +68,7 @@ class TorchPackage(Route):
 
         from ..engines.artifacts import PACKAGE_SOURCE_SHA256
         from ..engines.sidecar import source_hash
-        from ..engines.torch_engine import META_CHANNELS_LAST, META_PRECISION
-        from ..model import load_checkpoint
+        from ..engines.torch_engine import META_CHANNELS_LAST, META_PRECISION, load_network
 
         device = _device()
         channels_last = device == "cuda"  # cuDNN's FP16 convolutions prefer NHWC; the CPU path stages plain NCHW
@@ -79,7 +79,7 @@ class TorchPackage(Route):
         max_batch = max(2, request.max_batch)
         log.info("compiling %s for %s %s with AOTInductor (batches 1-%d); this takes a few minutes",
                  request.source, device, request.precision, max_batch)
-        _compile(load_checkpoint(request.source)[0], out, contract, device, request.precision, channels_last,
+        _compile(load_network(request.source)[0], out, contract, device, request.precision, channels_last,
                  max_batch, metadata)
         return Build(notes=[f"compiled for {device}; batches 1 to {max_batch}"])
 
@@ -88,10 +88,10 @@ class TorchPackage(Route):
         work = candidate.parent
         np.save(work / "frames.npy", frames)
         command = [sys.executable, "-m", __name__, str(candidate), str(work / "frames.npy"),
-                   str(work / "outputs.npy"), _device(), request.precision, str(request.max_batch)]
+                   str(work / "outputs.npz"), _device(), request.precision, str(request.max_batch)]
         report = json.loads(run_child(command, "loading and running the compiled package",
                                       _child_env()).strip().splitlines()[-1])
-        return Loaded(np.load(work / "outputs.npy"), report["precision"],
+        return Loaded(verify.load_outputs(work / "outputs.npz"), report["precision"],
                       contract_from_record(report, candidate.name), [f"ran as {report['engine']}"])
 
 
@@ -166,15 +166,14 @@ def _torch_version() -> str:
 
 
 def _child_main(argv: list[str]) -> int:
-    """The child of ``TorchPackage.run_result``: package, frames.npy, outputs.npy, device, precision, max_batch."""
-    from .. import verify
+    """The child of ``TorchPackage.run_result``: package, frames.npy, outputs.npz, device, precision, max_batch."""
     from ..engines.torch_engine import TorchEngine
 
     package, frames_path, outputs_path, device, precision, max_batch = argv
     try:
         with TorchEngine(package, max_batch=int(max_batch), device=device, precision=precision) as engine:
             engine.warmup()
-            np.save(outputs_path, verify.engine_outputs(engine, np.load(frames_path)))
+            verify.save_outputs(outputs_path, verify.engine_outputs(engine, np.load(frames_path)))
             print(json.dumps({"engine": engine.describe(), "precision": engine.precision,
                               CONTRACT_KEY: engine.contract.as_dict()}))
     except JetracerError as exc:

@@ -7,7 +7,9 @@
 | tensorrt     | ``.engine`` plan + its ``.json`` sidecar     | CUDA GPU with TensorRT 10/11              |
 | torch2trt    | ``.pth`` TRTModule state dict + sidecar      | CUDA GPU with torch2trt                   |
 
-Every engine runs the model by the contract its file carries (``engine.contract``, ``contract.py``).
+Every engine runs the model by the contract its file carries (``engine.contract``, ``contract.py``): a road-following
+model's columns (``infer``, ``infer_batch``) or a pose model's output tensors by name (``infer_tensors``,
+``infer_batch_tensors``: ``cmap`` and ``paf``), each from buffers preallocated per output (``base.py``).
 """
 from __future__ import annotations
 

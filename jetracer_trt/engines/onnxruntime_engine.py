@@ -54,21 +54,24 @@ class OnnxRuntimeEngine(InferenceEngine):
         self.precision = self._precision(path, meta)
         self._check_io(path)
         self.preprocess = Preprocessor(self.contract, max_batch=max_batch)
-        self._output = np.empty((max_batch, len(self.contract.outputs)), dtype=np.float32)
+        self.bind_outputs(self.host_outputs())
         # one IO binding per batch size, made on first use: inputs and outputs stay in our preallocated buffers
         self._bindings: dict[int, object] = {}
 
     def _precision(self, path: Path, meta: dict[str, str]) -> str:
         if "precision" in meta:  # written by `jetracer-trt convert`
             return meta["precision"]
-        import onnx
-
+        try:
+            import onnx
+        except ImportError:  # a runtime-only install (ROS 2, rosdep): onnx is a training/conversion dependency
+            # every model `convert` writes says its precision; an exported model without the entry is FP32
+            return "fp32"
         ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
         return "int8" if ops & INT8_OPS else "fp32"
 
     def _check_io(self, path: Path) -> None:
-        """Refuses a model that does not take (N, 3, H, W) and give (N, outputs) as its contract says: a clear
-        message beats a shape crash."""
+        """Refuses a model that does not take (N, 3, H, W) and give what its contract says: one (N, outputs)
+        tensor, or one tensor (N, *shape) per output named as the output. A clear message beats a shape crash."""
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         want_hw = (self.height, self.width)
         shape = list(inputs[0].shape) if len(inputs) == 1 else None
@@ -76,12 +79,21 @@ class OnnxRuntimeEngine(InferenceEngine):
             got = [list(i.shape) for i in inputs]
             raise JetracerError(f"model {path} takes inputs {got}, expected one input of shape "
                                 f"[N, 3, {want_hw[0]}, {want_hw[1]}]")
-        out_shape = list(outputs[0].shape) if len(outputs) == 1 else None
-        names = self.contract.outputs
-        if out_shape is None or len(out_shape) != 2 or out_shape[1] != len(names):
-            got = [list(o.shape) for o in outputs]
-            raise JetracerError(f"model {path} gives outputs {got}, expected one output of shape [N, {len(names)}] "
-                                f"({', '.join(names)})")
+        got = {o.name: list(o.shape) for o in outputs}
+        wanted = {name: self.contract.output_shape(name) for name in self.contract.output_tensors}
+        if self.contract.tensor_outputs:
+            fits = set(got) == set(wanted) and all(_fits(got[name], dims) for name, dims in wanted.items())
+            if not fits:
+                expected = ", ".join(f"{name} [N, {', '.join(map(str, dims))}]" for name, dims in wanted.items())
+                raise JetracerError(f"model {path} gives outputs {got}, expected {len(wanted)} outputs: {expected}")
+            self._output_names = list(wanted)
+        else:
+            names = self.contract.outputs
+            out_shape = list(outputs[0].shape) if len(outputs) == 1 else None
+            if out_shape is None or len(out_shape) != 2 or out_shape[1] != len(names):
+                raise JetracerError(f"model {path} gives outputs {list(got.values())}, expected one output of shape "
+                                    f"[N, {len(names)}] ({', '.join(names)})")
+            self._output_names = [outputs[0].name]  # a column model's one output, whatever the file calls it
         batch = shape[0]
         if isinstance(batch, int) and batch != self.max_batch and not (batch == 1 and self.max_batch == 1):
             raise JetracerError(f"model {path} has a fixed batch of {batch}; it cannot run batches of {self.max_batch}")
@@ -90,14 +102,20 @@ class OnnxRuntimeEngine(InferenceEngine):
         binding = self._bindings.get(n)
         if binding is None:
             binding = self.session.io_binding()
-            inp, out = self.preprocess.output[:n], self._output[:n]
+            inp = self.preprocess.output[:n]
             binding.bind_input(self.session.get_inputs()[0].name, "cpu", 0, np.float32, list(inp.shape),
                                inp.ctypes.data)
-            binding.bind_output(self.session.get_outputs()[0].name, "cpu", 0, np.float32, list(out.shape),
-                                out.ctypes.data)
+            for file_name, out in zip(self._output_names, self.output_views(n).values(), strict=True):
+                binding.bind_output(file_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
             self._bindings[n] = binding
         return binding
 
-    def _execute(self, n: int) -> np.ndarray:
+    def _execute(self, n: int) -> dict[str, np.ndarray]:
         self.session.run_with_iobinding(self._binding(n))
-        return self._output[:n]
+        return self.output_views(n)
+
+
+def _fits(shape: Sequence, dims: Sequence[int]) -> bool:
+    """True when an ONNX output shape (its batch and any dimension may be symbolic) is [N, *dims]."""
+    return len(shape) == len(dims) + 1 and all(not isinstance(got, int) or got == want
+                                               for got, want in zip(shape[1:], dims, strict=True))

@@ -5,10 +5,13 @@ Loading, in this order:
 1. the sidecar (``<engine>.json``) is read and checked against this machine (GPU, TensorRT version), the engine
    file and, when given, the source model; any problem refuses the engine with the command that rebuilds it,
    before TensorRT is imported. The model contract is the sidecar's ``model_contract``;
-2. the plan is deserialized and its named I/O tensors checked against the contract: one input ``[N, 3, H, W]``, one
-   output ``[N, outputs]``;
+2. the plan is deserialized and its named I/O tensors checked against the contract: one input ``[N, 3, H, W]``, and
+   the outputs it names: one ``[N, outputs]`` (road following), or one ``[N, *shape]`` per output tensor, by name
+   (a pose model's ``cmap`` and ``paf``);
 3. buffers are preallocated once: the input (a ``CudaFrameStager`` of the engine's input dtype: the uint8 frames go
-   to a pinned buffer, are uploaded and normalized on the GPU), the output on the device and a pinned host copy.
+   to a pinned buffer, are uploaded and normalized on the GPU), and per output tensor a device buffer and a pinned
+   host copy, each of that tensor's dtype (float32 or float16; float16 results are widened into float32 host
+   buffers after the synchronisation).
 
 Per batch size ``n`` (made on first use, which ``warmup`` does for 1 and ``max_batch``) there is one execution
 context with its input shape and tensor addresses set once, and, with ``cuda_graphs``, a CUDA graph of
@@ -75,24 +78,30 @@ class TensorRTEngine(InferenceEngine):
         if self._engine is None:
             raise JetracerError(f"TensorRT could not deserialize {path} (see its log above); rebuild it with: "
                                 f"{sidecars.rebuild_command(path, self.sidecar)}")
-        self._input_name, self._output_name = self._check_io(path)
+        self._input_name, self._output_names = self._check_io(path)
 
         dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
-        in_dtype, out_dtype = (dtypes[self._engine.get_tensor_dtype(n)] for n in (self._input_name, self._output_name))
+        in_dtype = dtypes[self._engine.get_tensor_dtype(self._input_name)]
         self._stream = torch.cuda.Stream()
         self.preprocess = CudaFrameStager(self.contract, max_batch, dtype=in_dtype, device="cuda", stream=self._stream)
-        outputs = (max_batch, len(self.contract.outputs))
-        self._device_out = torch.empty(outputs, dtype=out_dtype, device="cuda")
-        self._host_out = torch.empty(outputs, dtype=out_dtype, pin_memory=True)
-        host_view = self._host_out.numpy()
-        # the result the caller gets is float32 whatever the engine's output dtype; converted in place if needed
-        self._result = host_view if out_dtype == torch.float32 else np.empty(outputs, dtype=np.float32)
-        self._host_view = host_view
+        # per output tensor, by its engine name: (device buffer, pinned host copy), of the engine's dtype
+        self._device_out, self._host_out = {}, {}
+        results, self._widen = {}, []  # the float32 results the caller gets; (float16 host, float32 result) pairs
+        for name, (engine_name, shape) in zip(self.output_shapes(), self._output_names.items(), strict=True):
+            dtype = dtypes[self._engine.get_tensor_dtype(engine_name)]
+            self._device_out[engine_name] = torch.empty(shape, dtype=dtype, device="cuda")
+            host = self._host_out[engine_name] = torch.empty(shape, dtype=dtype, pin_memory=True)
+            results[name] = host.numpy() if dtype == torch.float32 else np.empty(shape, dtype=np.float32)
+            if dtype != torch.float32:
+                self._widen.append((host.numpy(), results[name]))
+        self.bind_outputs(results)
         self._runs: dict[int, tuple[Any, Any]] = {}  # batch size -> (execution context, CUDA graph or None)
 
     # -- loading ----------------------------------------------------------------------------------------------
-    def _check_io(self, path: Path) -> tuple[str, str]:
-        """(input name, output name) after checking the engine takes [N, 3, H, W] and gives [N, outputs]."""
+    def _check_io(self, path: Path) -> tuple[str, dict[str, tuple[int, ...]]]:
+        """(input name, {output name: shape for max_batch frames}, in the contract's order) after checking the
+        engine takes [N, 3, H, W] and gives what the contract says: one [N, outputs] tensor (whatever it is named),
+        or one [N, *shape] tensor per output, named as the output."""
         trt, engine = self._trt, self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -105,14 +114,20 @@ class TensorRTEngine(InferenceEngine):
             got = {n: list(shapes[n]) for n in inputs}
             raise JetracerError(f"engine {path} takes inputs {got}, expected one input of shape "
                                 f"[N, 3, {want_hw[0]}, {want_hw[1]}]")
-        out_shape = shapes[outputs[0]] if len(outputs) == 1 else ()
-        columns = self.contract.outputs
-        if len(out_shape) != 2 or out_shape[1] != len(columns):
+        wanted = self.output_shapes()  # contract name -> (max_batch, *shape)
+        if self.contract.tensor_outputs:
+            engine_names = list(wanted)
+            fits = set(outputs) == set(wanted) and all(shapes[n][1:] == wanted[n][1:] for n in wanted)
+        else:
+            engine_names = outputs[:1]
+            fits = len(outputs) == 1 and shapes[outputs[0]][1:] == next(iter(wanted.values()))[1:]
+        if not fits:
             got = {n: list(shapes[n]) for n in outputs}
-            raise JetracerError(f"engine {path} gives outputs {got}, expected one output of shape "
-                                f"[N, {len(columns)}] ({', '.join(columns)})")
+            expected = ", ".join(f"{name} [N, {', '.join(map(str, shape[1:]))}]" for name, shape in wanted.items())
+            raise JetracerError(f"engine {path} gives outputs {got}, expected {expected} "
+                                f"({', '.join(self.contract.outputs)})")
         supported = (trt.DataType.FLOAT, trt.DataType.HALF)
-        for name in (inputs[0], outputs[0]):
+        for name in (inputs[0], *engine_names):
             if dtypes[name] not in supported:
                 raise JetracerError(f"engine {path} has {name} of type {dtypes[name]}; only float32 and float16 "
                                     "inputs and outputs are supported")
@@ -120,7 +135,7 @@ class TensorRTEngine(InferenceEngine):
         if max_shape[0] < self.max_batch:
             raise JetracerError(f"engine {path} runs batches of up to {max_shape[0]}, {self.max_batch} were asked "
                                 f"for; rebuild it with: {sidecars.rebuild_command(path, self.sidecar)}")
-        return inputs[0], outputs[0]
+        return inputs[0], dict(zip(engine_names, wanted.values(), strict=True))
 
     def _run_for(self, n: int) -> tuple[Any, Any]:
         """The execution context (and CUDA graph) of batch size ``n``, made on first use."""
@@ -136,7 +151,8 @@ class TensorRTEngine(InferenceEngine):
             raise JetracerError("TensorRT could not create an execution context (out of GPU memory?)")
         ok = context.set_input_shape(self._input_name, (n, 3, self.height, self.width))
         ok = ok and context.set_tensor_address(self._input_name, self.preprocess.input.data_ptr())
-        ok = ok and context.set_tensor_address(self._output_name, self._device_out.data_ptr())
+        for name, buffer in self._device_out.items():
+            ok = ok and context.set_tensor_address(name, buffer.data_ptr())
         if not ok:
             raise JetracerError(f"TensorRT refused the buffers of a batch of {n} (see its log above)")
         stream = self._stream
@@ -159,10 +175,11 @@ class TensorRTEngine(InferenceEngine):
     def _enqueue(self, context, n: int) -> None:
         if not context.execute_async_v3(self._stream.cuda_stream):
             raise JetracerError("TensorRT could not enqueue the engine (see its log above)")
-        self._host_out[:n].copy_(self._device_out[:n], non_blocking=True)
+        for name, device_out in self._device_out.items():
+            self._host_out[name][:n].copy_(device_out[:n], non_blocking=True)
 
     # -- per frame ----------------------------------------------------------------------------------------------
-    def _execute(self, n: int) -> np.ndarray:
+    def _execute(self, n: int) -> dict[str, np.ndarray]:
         context, graph = self._run_for(n)
         with self._torch.cuda.stream(self._stream):
             if graph is not None:
@@ -170,9 +187,9 @@ class TensorRTEngine(InferenceEngine):
             else:
                 self._enqueue(context, n)
         self._stream.synchronize()
-        if self._result is not self._host_view:
-            np.copyto(self._result[:n], self._host_view[:n])
-        return self._result[:n]
+        for half, result in self._widen:
+            np.copyto(result[:n], half[:n])
+        return self.output_views(n)
 
     # -- reports ------------------------------------------------------------------------------------------------
     def layer_report(self) -> list[str]:

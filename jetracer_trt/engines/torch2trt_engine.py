@@ -4,10 +4,11 @@ torch2trt project itself runs converted models.
 The sidecar is checked exactly as for ``tensorrt`` (GPU, TensorRT version, file, source checkpoint) before anything
 is imported, and gives the model contract. Frames are staged by ``CudaFrameStager`` into a float32 input (torch2trt
 keeps the dtype of the example input it was converted with), the module runs on this engine's own CUDA stream,
-its output is copied into a pinned host buffer, and the host waits once. ``TRTModule.forward`` sets the input shape
-and allocates its output tensor on every call (from PyTorch's caching allocator, so no cudaMalloc after the first
-call); the ``tensorrt`` backend, which preallocates everything and can replay CUDA graphs, is the one to use when
-that matters.
+its outputs (one tensor for road following; for a pose model one per output name, ``cmap`` and ``paf``, matched by
+the module's ``output_names``) are copied into pinned host buffers, and the host waits once. ``TRTModule.forward``
+sets the input shape and allocates its output tensors on every call (from PyTorch's caching allocator, so no
+cudaMalloc after the first call); the ``tensorrt`` backend, which preallocates everything and can replay CUDA graphs,
+is the one to use when that matters.
 """
 from __future__ import annotations
 
@@ -69,23 +70,38 @@ class Torch2TRTEngine(InferenceEngine):
         if getattr(self._module, "engine", None) is None:
             raise JetracerError(f"TensorRT could not deserialize the engine in {path} (see its log above); rebuild "
                                 f"it with: {sidecars.rebuild_command(path, self.sidecar)}")
-        if len(self._module.input_names) != 1 or len(self._module.output_names) != 1:
-            raise JetracerError(f"{path} has inputs {self._module.input_names} and outputs "
-                                f"{self._module.output_names}; expected one input ({self.contract.input_name}) and "
-                                f"one output ({self.contract.output_name})")
+        self._output_order = self._check_io(path)
         self._stream = torch.cuda.Stream()
         self.preprocess = CudaFrameStager(self.contract, max_batch, dtype=torch.float32, device="cuda",
                                           stream=self._stream)
-        self._host_out = torch.empty((max_batch, len(self.contract.outputs)), dtype=torch.float32, pin_memory=True)
-        self._result = self._host_out.numpy()
+        self._host_out = [torch.empty(shape, dtype=torch.float32, pin_memory=True)
+                          for shape in self.output_shapes().values()]
+        self.bind_outputs({name: host.numpy() for name, host in zip(self.output_shapes(), self._host_out,
+                                                                      strict=True)})
 
-    def _execute(self, n: int) -> np.ndarray:
-        with self._torch.cuda.stream(self._stream):  # TRTModule enqueues on the current stream
+    def _check_io(self, path: Path) -> list[int]:
+        """Per output tensor of the contract, the index of the module's output that holds it: a column model's one
+        output whatever its name, a tensor model's outputs by name."""
+        inputs, outputs = list(self._module.input_names), list(self._module.output_names)
+        wanted = list(self.contract.output_tensors)
+        fits = len(inputs) == 1 and (sorted(outputs) == sorted(wanted) if self.contract.tensor_outputs
+                                     else len(outputs) == 1)
+        if not fits:
+            raise JetracerError(f"{path} has inputs {inputs} and outputs {outputs}; expected one input "
+                                f"({self.contract.input_name}) and the outputs {', '.join(wanted)}")
+        return [outputs.index(name) for name in wanted] if self.contract.tensor_outputs else [0]
+
+    def _execute(self, n: int) -> dict[str, np.ndarray]:
+        torch = self._torch
+        with torch.cuda.stream(self._stream):  # TRTModule enqueues on the current stream
             out = self._module(self.preprocess.input[:n])
-            want = (n, len(self.contract.outputs))
-            if tuple(out.shape) != want:
-                raise JetracerError(f"the torch2trt module gave an output of shape {tuple(out.shape)} for a batch of "
-                                    f"{n}, expected {want}")
-            self._host_out[:n].copy_(out, non_blocking=True)
+            out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+            for index, host, shape in zip(self._output_order, self._host_out, self.output_shapes().values(),
+                                          strict=True):
+                result = out[index]
+                if tuple(result.shape) != (n, *shape[1:]):
+                    raise JetracerError(f"the torch2trt module gave an output of shape {tuple(result.shape)} for a "
+                                        f"batch of {n}, expected {(n, *shape[1:])}")
+                host[:n].copy_(result, non_blocking=True)
         self._stream.synchronize()
-        return self._result[:n]
+        return self.output_views(n)

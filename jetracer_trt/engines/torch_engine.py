@@ -2,7 +2,9 @@
 ``jetracer-trt convert --backend torch``.
 
 The model contract comes from the checkpoint (``model_contract``; the default, with a warning, for a bare state
-dict) or from the package's metadata.
+dict; trt_pose's bare ``resnet18_baseline_att`` weights get the pose contract, ``load_network``) or from the
+package's metadata. Road-following models give one (N, outputs) tensor, pose models a tuple (cmap, paf): each output
+tensor has its own preallocated buffers (``InferenceEngine.output_shapes``).
 
 * CPU: PyTorch eager FP32 (or an FP32 CPU package), the benchmark's "PyTorch eager FP32" baseline. Frames go through
   ``preprocess.Preprocessor`` like every CPU backend; the model reads its buffer through ``torch.from_numpy`` (no
@@ -104,14 +106,12 @@ class TorchEngine(InferenceEngine):
                                 "(or --backend onnxruntime, and its INT8 model for speed)")
 
     def _load_checkpoint(self, path: Path, device, precision: str, channels_last: bool):
-        from ..model import load_checkpoint
-
-        model, data = load_checkpoint(path)  # FP32, eval mode, on the CPU; JetracerError for a bad file
+        model, contract = load_network(path)
         if device.type == "cuda":
             model = model.to(device, dtype=self._dtype(precision))
             if channels_last:
                 model = model.to(memory_format=self._torch.channels_last)
-        return model, contract_from_record(data, path)
+        return model, contract
 
     def _load_package(self, path: Path, device: str | None, precision: str | None):
         """(model, device, precision, channels_last) of an AOTInductor package; the package fixes all but the GPU."""
@@ -158,8 +158,9 @@ class TorchEngine(InferenceEngine):
         self.device = "cpu"
         self.preprocess = Preprocessor(self.contract, max_batch=self.max_batch)
         self._input = torch.from_numpy(self.preprocess.output)  # the same memory: staging writes the model's input
-        self._output = np.empty((self.max_batch, len(self.contract.outputs)), dtype=np.float32)
-        self._output_t = torch.from_numpy(self._output)
+        host = self.host_outputs()
+        self.bind_outputs(host)
+        self._outputs_t = [torch.from_numpy(buffer) for buffer in host.values()]  # the same memory again
 
     # -- CUDA: FP16/FP32, own stream, CUDA graphs ----------------------------------------------------------------
     def _init_cuda(self, device, precision: str, channels_last: bool) -> None:
@@ -174,17 +175,30 @@ class TorchEngine(InferenceEngine):
         self.stream = torch.cuda.Stream(device)
         self.preprocess = CudaFrameStager(self.contract, self.max_batch, dtype=self._dtype(precision), device=device,
                                           channels_last=channels_last, stream=self.stream)
-        outputs = (self.max_batch, len(self.contract.outputs))
-        self._output_dev = torch.empty(outputs, dtype=torch.float32, device=device)
-        self._output_host = torch.empty(outputs, dtype=torch.float32, pin_memory=True)
-        self._output = self._output_host.numpy()
+        shapes = self.output_shapes().values()
+        self._outputs_dev = [torch.empty(shape, dtype=torch.float32, device=device) for shape in shapes]
+        self._outputs_host = [torch.empty(shape, dtype=torch.float32, pin_memory=True) for shape in shapes]
+        self.bind_outputs({name: host.numpy() for name, host in zip(self.output_shapes(), self._outputs_host,
+                                                                      strict=True)})
         self._eager_runs: dict[int, int] = {}
 
     def _forward_cuda(self, n: int) -> None:
         """The model on the staged input, its outputs to pinned host memory: enqueued on the current stream (and so
         capturable)."""
-        self._output_dev[:n].copy_(self.model(self.preprocess.input[:n]))  # to float32; the host gets float32
-        self._output_host[:n].copy_(self._output_dev[:n], non_blocking=True)
+        outputs = self._model_outputs(self.preprocess.input[:n])
+        for result, device_out, host_out in zip(outputs, self._outputs_dev, self._outputs_host, strict=True):
+            device_out[:n].copy_(result)  # to float32 (and plain NCHW from channels_last); the host gets float32
+            host_out[:n].copy_(device_out[:n], non_blocking=True)
+
+    def _model_outputs(self, x) -> tuple:
+        """The model's output tensors on ``x``, in the contract's order: a pose network (and its package) gives a
+        tuple (cmap, paf), a road-following one a single tensor."""
+        out = self.model(x)
+        out = (out,) if isinstance(out, self._torch.Tensor) else tuple(out)
+        if len(out) != len(self.contract.output_tensors):
+            raise JetracerError(f"the model gave {len(out)} output tensors; its contract names "
+                                f"{', '.join(self.contract.output_tensors)}")
+        return out
 
     def _capture(self, n: int):
         torch = self._torch
@@ -199,12 +213,13 @@ class TorchEngine(InferenceEngine):
         return graph
 
     # -- the model step ------------------------------------------------------------------------------------------
-    def _execute(self, n: int) -> np.ndarray:
+    def _execute(self, n: int) -> dict[str, np.ndarray]:
         torch = self._torch
         if self._device_obj.type != "cuda":
             with torch.inference_mode():
-                self._output_t[:n].copy_(self.model(self._input[:n]))
-            return self._output[:n]
+                for result, out in zip(self._model_outputs(self._input[:n]), self._outputs_t, strict=True):
+                    out[:n].copy_(result)
+            return self.output_views(n)
         with torch.cuda.stream(self.stream), torch.inference_mode():
             graph = self._graphs.get(n)
             if graph is not None:
@@ -215,9 +230,26 @@ class TorchEngine(InferenceEngine):
                 self._forward_cuda(n)
                 self._eager_runs[n] = self._eager_runs.get(n, 0) + 1
         self.stream.synchronize()  # the one host synchronisation per call
-        return self._output[:n]
+        return self.output_views(n)
 
     def close(self) -> None:
         """Drops the CUDA graphs and the model, so their memory can be reused."""
         self._graphs.clear()
         self.model = None
+
+
+def load_network(path: str | os.PathLike):
+    """(FP32 network in eval mode on the CPU, its model contract) of a checkpoint: a road-following one
+    (``model.load_checkpoint``: RUN/best.pt, a JetRacer ResNet18 state dict), or a pose one, ours or trt_pose's
+    ``resnet18_baseline_att`` weights (``pose.checkpoint.load_pose_checkpoint``). JetracerError for a bad file."""
+    from ..model import load_checkpoint, load_torch_file
+    from ..pose.checkpoint import is_pose_checkpoint, load_pose_checkpoint
+    from ..pose.network import trt_pose_variant
+
+    path = Path(path)
+    data = load_torch_file(path)
+    if is_pose_checkpoint(data) or (isinstance(data, dict) and trt_pose_variant(data) is not None):
+        model, _, contract = load_pose_checkpoint(path)
+        return model, contract
+    model, record = load_checkpoint(path)
+    return model, contract_from_record(record, path)

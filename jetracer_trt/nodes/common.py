@@ -23,6 +23,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from ..actuators.base import signals_handled_by
 from ..errors import JetracerError
+from . import entry
+from .entry import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED  # noqa: F401 - a node's exit statuses, also from here
 
 # frames and targets: the latest wins; a late frame is worthless, so never queue and never retransmit
 LATEST_ONLY = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -30,10 +32,6 @@ LATEST_ONLY = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=R
 # commands and e-stop: few, small and must arrive
 RELIABLE = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
-# Exit statuses of a node (and what `jetracer-trt launch` reports for them)
-EXIT_STOPPED = 0      # stopped as asked (a signal) or because its supervisor is gone
-EXIT_FAILED = 1       # an exception (traceback logged) or ``fatal_error`` set
-EXIT_BAD_INPUT = 2    # a JetracerError: bad parameters, a missing model or device (one line logged)
 # A supervisor that sets this variable to a file path learns a failed node's one-line reason from that file.
 FAILURE_FILE_ENV = "JETRACER_TRT_FAILURE_FILE"
 SPIN_SLICE_S = 0.1    # how often the run loop looks at signals, ``fatal_error`` and the parent process at the least
@@ -87,12 +85,11 @@ def stop_signals_handled_by(handler) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    always = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.getsignal(sig) for sig in always}
-    for sig in always:
+    previous = {sig: signal.getsignal(sig) for sig in entry.ALWAYS_HANDLED}
+    for sig in entry.ALWAYS_HANDLED:
         signal.signal(sig, handler)
     try:
-        with signals_handled_by(handler, (signal.SIGHUP, signal.SIGQUIT)):
+        with signals_handled_by(handler, entry.HANDLED_UNLESS_IGNORED):
             yield
     finally:
         for sig, before in previous.items():
@@ -160,7 +157,8 @@ def run(node_factory: Callable[[], Node], args=None) -> int:
       e.g. a capture thread whose camera is gone for good): ``[<node>]: <message>`` logged once, then shutdown.
 
     rclpy's own signal handlers would shut the context down before ``shutdown()`` could still publish, so they are
-    off: a signal only asks the loop to stop (before the node exists it interrupts the constructor), and the loop
+    off: a signal only asks the loop to stop (before the node exists it interrupts ``rclpy.init`` or the constructor;
+    before and after ``run``, ``nodes.entry``'s handlers end the process at once), and the loop
     looks every ``SPIN_SLICE_S`` at the latest, and between waiting and running each callback. One executor serves
     the node for its whole life (the global ``rclpy.spin_once(node)`` adds and removes the node, making the
     executor rebuild its wait set, on every call).
@@ -233,12 +231,15 @@ def run(node_factory: Callable[[], Node], args=None) -> int:
                     status = status or EXIT_FAILED
                 node.destroy_node()
             rclpy.try_shutdown()
+            # the handlers ``entry`` set come back next: a stop from here on ends the process at once, with this status
+            entry.stop_exits_with(status)
     return status
 
 
 def main_for(node_class) -> Callable[..., None]:
-    """The node's ``main()``, the process entry point: it exits with ``run``'s status, whether started as a
-    console script or with ``python -m``."""
+    """The node's ``main()``: it exits with ``run``'s status. The processes of a graph start through
+    ``nodes.entry`` (the console scripts, the pip runner), which handles the stop signals before the node's module
+    imports anything; ``python -m jetracer_trt.nodes.<module>`` runs it too, without that."""
     def main(args=None) -> None:
         sys.exit(run(node_class, args=args if args is not None else sys.argv))
     return main

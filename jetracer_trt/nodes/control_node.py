@@ -4,10 +4,13 @@ set /control steering_gain 0.9`); invalid values are rejected with the valid ran
 shutdown, on every signal that ends the node and on any exception.
 
 Topics: road_target (PointStamped, in; ``point.z`` carries the model's milliseconds for latency accounting),
-arm (std_msgs/Bool, in: true arms, false disarms), estop (std_msgs/Bool, in: true latches the stop), estop_release
-(std_msgs/Empty, in), cmd (TwistStamped, out: linear.x = throttle, angular.z = -steering, both in [-1, 1], header =
-the camera frame's header), /diagnostics (out). arm, estop and estop_release accept reliable and best-effort
-publishers alike.
+follow_target (PointStamped, in: what the inference node's pose task publishes, follow-me's target: ``point.x`` the
+followed person's torso centre in [-1, 1], NaN for a deliberate stop, wheels straight; ``point.y`` the throttle
+scale in [0, 1] the law multiplies the throttle by, 0 stops the car; ``point.z`` as on road_target; both target
+topics feed the same law and safety), arm (std_msgs/Bool, in: true arms, false disarms), estop (std_msgs/Bool,
+in: true latches the stop), estop_release (std_msgs/Empty, in), cmd (TwistStamped, out: linear.x = throttle,
+angular.z = -steering, both in [-1, 1], header = the camera frame's header), /diagnostics (out). arm, estop and
+estop_release accept reliable and best-effort publishers alike.
 """
 from __future__ import annotations
 
@@ -93,6 +96,8 @@ class ControlNode(Node):
         self.cmd_pub = self.create_publisher(TwistStamped, "cmd", RELIABLE, event_callbacks=warn_pub)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10, event_callbacks=self._quiet_pub)
         self.create_subscription(PointStamped, "road_target", self.on_target, LATEST_ONLY, event_callbacks=warn_sub)
+        self.create_subscription(PointStamped, "follow_target", self.on_follow_target, LATEST_ONLY,
+                                 event_callbacks=warn_sub)
         self.mode_pub = self.create_publisher(String, "mode", RELIABLE, event_callbacks=self._quiet_pub)
         self._hands: dict[str, PadState] = {}
         for topic in mux.sources:
@@ -129,13 +134,20 @@ class ControlNode(Node):
                                   "reliability and durability against the README's topic table")
 
     # -- inputs ---------------------------------------------------------------------------------------------------
-    def on_target(self, msg: PointStamped, info: dict) -> None:
-        """``info``: rclpy's MessageInfo (``source_timestamp``: when the inference node published)."""
+    def on_follow_target(self, msg: PointStamped, info: dict) -> None:
+        """follow-me's target: ``point.y`` is the throttle scale, not a position (see the module docstring)."""
+        self.on_target(msg, info, throttle_scale=msg.point.y)
+
+    def on_target(self, msg: PointStamped, info: dict, throttle_scale: float | None = None) -> None:
+        """``info``: rclpy's MessageInfo (``source_timestamp``: when the inference node published).
+        ``throttle_scale``: None for a road target (full throttle, ``point.y`` a position the law ignores)."""
         received = time.perf_counter()
         now_ns = self._system_clock.now().nanoseconds
         age_s = (now_ns - stamp_to_ns(msg.header.stamp)) / 1e9
         now = time.monotonic()
-        used = self.governor.on_target(msg.point.x, msg.point.y, captured_at=now - age_s, now=now)
+        road = throttle_scale is None
+        used = self.governor.on_target(msg.point.x, msg.point.y if road else 0.0, captured_at=now - age_s, now=now,
+                                       throttle_scale=1.0 if road else throttle_scale)
         if not used:
             if self.governor.stale_targets and age_s > self.governor.limits.max_target_age_s:
                 self.get_logger().warning(f"target from a frame {age_s * 1e3:.0f} ms old not used (max_target_age_s "

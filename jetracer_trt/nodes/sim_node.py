@@ -14,6 +14,11 @@ Frames are stamped with the wall-clock time they were rendered, as a real camera
 time goes out on /clock (for tools that run with use_sim_time; the graph's own nodes stay on the system clock, which
 is the same time), so capture-to-command latency is measured the same way in both modes and on the car. Laps and
 off-track events go to /diagnostics and the log.
+
+With ``walker`` true a person walks along the road ahead of the car (``sim/walker.py``, config/sim.yaml's
+``walker``; ``walker_seed``, ``walker_speed_mps`` and ``walker_start_m`` change it) and is drawn into the frames,
+for a follow-me graph (task pose); /diagnostics then carries the car-to-walker distance (now, min, mean), the
+collisions, the walker's lead along the road and how long the walker was out of the camera's view.
 """
 from __future__ import annotations
 
@@ -48,7 +53,22 @@ class SimNode(Node):
                             "none)", read_only=True)
         self.lockstep_timeout_s = declare(self, "lockstep_timeout_s", 1.0, "lockstep: publish a frame again when "
                                           "no command for it came within this time", 0.05, 60.0)
-        self.world = SimWorld(self.track_seed, randomize=randomize, run_seed=run_seed)
+        walker = declare(self, "walker", False, "a person walks along the road ahead of the car and is drawn into "
+                         "the frames (follow-me)", read_only=True)
+        walker_seed = declare(self, "walker_seed", -1, "walker: the walk and the person (-1: config/sim.yaml's)",
+                              -1, 2**31 - 1, read_only=True)
+        walker_speed = declare(self, "walker_speed_mps", -1.0, "walker: mean walking speed (-1: config/sim.yaml's)",
+                               -1.0, 3.0, read_only=True)
+        walker_start = declare(self, "walker_start_m", -1.0, "walker: how far ahead of the car the walk starts "
+                               "(-1: config/sim.yaml's)", -1.0, 20.0, read_only=True)
+        settings = None
+        if walker:
+            from ..sim.walker import WalkerSettings
+
+            settings = WalkerSettings.from_config(
+                seed=walker_seed if walker_seed >= 0 else None, speed_mps=walker_speed if walker_speed >= 0 else None,
+                start_ahead_m=walker_start if walker_start >= 0 else None)
+        self.world = SimWorld(self.track_seed, randomize=randomize, run_seed=run_seed, walker=settings)
         self.rate_hz = self.world.rate_hz
         self.image_pub = self.create_publisher(Image, "camera/image_raw", LATEST_ONLY)
         self.pose_pub = self.create_publisher(PoseStamped, "sim/pose", 10)
@@ -63,6 +83,7 @@ class SimNode(Node):
         self._system_clock = RosClock(clock_type=ClockType.SYSTEM_TIME)
         self._laps_reported = 0
         self._off_reported = 0
+        self._collisions_reported = 0
         self.republished = 0  # lockstep: frames published again for want of a command
         self._frame_stamp_ns = 0  # lockstep: stamp of the current frame's first publication
         self._published_at = 0.0
@@ -75,7 +96,8 @@ class SimNode(Node):
             steady_timer(self, 1.0 / self.rate_hz, self.tick)
         self.get_logger().info(f"track seed {self.track_seed}, {self.world.track.length:.1f} m, "
                                f"randomize={randomize}, {self.rate_hz:.0f} Hz, "
-                               f"{'lockstep' if self.lockstep else 'real time'}")
+                               f"{'lockstep' if self.lockstep else 'real time'}"
+                               f"{', a person walking ahead' if walker else ''}")
 
     def on_cmd(self, msg: TwistStamped) -> None:
         steering, throttle = -msg.twist.angular.z, msg.twist.linear.x  # ROS: angular.z > 0 turns left
@@ -104,6 +126,10 @@ class SimNode(Node):
 
     def tick(self) -> None:
         """Real time: one camera period with the latest command."""
+        if not self._started and self.image_pub.get_subscription_count() == 0:
+            # the world starts when someone looks: frames before the model subscribed would be lost (counted as
+            # dropped) while the simulated car waited for nothing
+            return
         if time.monotonic() - self._last_cmd > self.cmd_timeout_s:
             self.command = (0.0, 0.0)
         if self._started:  # the first frame is taken before any step
@@ -139,9 +165,15 @@ class SimNode(Node):
         if m["laps_completed"] > self._laps_reported or m["off_track_events"] > self._off_reported:
             self.get_logger().info(f"laps {m['laps_completed']}, off-track events {m['off_track_events']}")
             self._laps_reported, self._off_reported = m["laps_completed"], m["off_track_events"]
+        if m.get("collisions", 0) > self._collisions_reported:
+            self.get_logger().warning(f"the car came within {self.world.walker.settings.collision_m} m of the walker "
+                                      f"({m['collisions']} times so far)")
+            self._collisions_reported = m["collisions"]
         m["commands_received"] = self.commands_received
         m["mode"] = "lockstep" if self.lockstep else "real time"
         m["frames_published_again"] = self.republished
+        if self.world.walker is not None:
+            m["walker_distance_m"] = self.world.walker_distance()
         self.diag_pub.publish(diagnostics(self, "jetracer_trt/sim", m))
 
     def shutdown(self) -> None:

@@ -1,4 +1,5 @@
-"""The pose network, trt_pose's ``resnet18_baseline_att``, and the loader of trt_pose's checkpoints for it.
+"""The pose networks: trt_pose's ``resnet18_baseline_att`` with the loader of trt_pose's checkpoints for it, and
+our own small one, ``pose_small_resnet18_l2``.
 
 The layers, their order and their names are trt_pose's, so that ``torch.save(model.state_dict())`` of either
 network loads into the other (``resnet18_baseline_att_224x224_A_epoch_249.pth``, the published one, included):
@@ -13,6 +14,13 @@ network loads into the other (``resnet18_baseline_att_224x224_A_epoch_249.pth``,
 
 Input: RGB, 224x224, ``(pixel / 255 - mean) / std`` with ImageNet's mean and std (``IMAGENET_MEAN``,
 ``IMAGENET_STD``); outputs ``(cmap, paf)``, 56x56 each: 18 and 42 channels for ``config/human_pose.json``.
+
+``pose_small_resnet18_l2`` (``SMALL_VARIANT``) is no trt_pose model: the same input, outputs and head design at a
+fraction of the cost, for a CPU. Its backbone is ResNet18's stem, ``layer1`` and ``layer2`` (``0.conv1``, ``0.bn1``,
+``0.layer1.*``, ``0.layer2.*``, torchvision's names: 128 channels at 1/8 of the input), its head the same attention
+head with one upsampling stage of ``SMALL_HEAD_CHANNELS`` channels to 1/4. Its state dict is not trt_pose's (no
+``0.resnet.``), so it is only ever loaded by name: our checkpoints record the architecture they hold
+(``ARCHITECTURES``; ``pose/checkpoint.py``) and every loader builds that one (``build_network``).
 
 torch is imported here at module level: import this module only where torch is needed.
 """
@@ -38,6 +46,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONE_CHANNELS = 512
 HEAD_CHANNELS = 256
 UPSAMPLE_STAGES = 3
+SMALL_VARIANT = "pose_small_resnet18_l2"
+SMALL_BACKBONE_CHANNELS = 128   # ResNet18's layer2
+SMALL_HEAD_CHANNELS = 64
+SMALL_UPSAMPLE_STAGES = 1       # 1/8 -> 1/4
 
 
 class ResNetFeatures(torch.nn.Module):
@@ -51,6 +63,21 @@ class ResNetFeatures(torch.nn.Module):
         net = self.resnet
         x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
         return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+
+
+class ResNetStemFeatures(torch.nn.Module):
+    """ResNet18's stem, ``layer1`` and ``layer2`` under torchvision's names: 128 channels at 1/8 of the input."""
+
+    PARTS = ("conv1", "bn1", "layer1", "layer2")
+
+    def __init__(self) -> None:
+        super().__init__()
+        resnet = torchvision.models.resnet18(weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer2(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x))))))
 
 
 def _upsampler(in_channels: int, channels: int, stages: int) -> torch.nn.Sequential:
@@ -89,10 +116,58 @@ def build_pose_network(topology: PoseTopology | None = None) -> torch.nn.Sequent
     """trt_pose's ``resnet18_baseline_att`` for ``topology`` (default ``config/human_pose.json``), randomly
     initialised (seed torch first for reproducibility), in training mode like any new torch module."""
     topology = topology or load_topology()
-    return torch.nn.Sequential(
+    model = torch.nn.Sequential(
         ResNetFeatures(),
         AttentionPoseHead(BACKBONE_CHANNELS, topology.num_keypoints, topology.paf_channels),
     )
+    model.architecture = VARIANT
+    return model
+
+
+def build_small_pose_network(topology: PoseTopology | None = None) -> torch.nn.Sequential:
+    """``pose_small_resnet18_l2`` for ``topology`` (default ``config/human_pose.json``): as
+    ``build_pose_network``, randomly initialised, in training mode."""
+    topology = topology or load_topology()
+    model = torch.nn.Sequential(
+        ResNetStemFeatures(),
+        AttentionPoseHead(SMALL_BACKBONE_CHANNELS, topology.num_keypoints, topology.paf_channels,
+                          channels=SMALL_HEAD_CHANNELS, stages=SMALL_UPSAMPLE_STAGES),
+    )
+    model.architecture = SMALL_VARIANT
+    return model
+
+
+# the pose networks this package builds, by the name their checkpoints record as ``architecture``
+ARCHITECTURES = {VARIANT: build_pose_network, SMALL_VARIANT: build_small_pose_network}
+
+
+def check_architecture(name: Any, source: str = "the pose network") -> str:
+    """``name`` when it is one of ``ARCHITECTURES``; JetracerError naming it otherwise."""
+    if name not in ARCHITECTURES:
+        raise JetracerError(f"{source}: unknown pose architecture {name!r}; this package builds "
+                            f"{', '.join(ARCHITECTURES)}")
+    return name
+
+
+def build_network(architecture: str = VARIANT, topology: PoseTopology | None = None) -> torch.nn.Sequential:
+    """The pose network of that name (``ARCHITECTURES``) for ``topology``, randomly initialised, in training mode;
+    JetracerError for an unknown name."""
+    return ARCHITECTURES[check_architecture(architecture)](topology)
+
+
+def architecture_of(model: torch.nn.Module) -> str:
+    """The name of a pose network built here (``build_network``)."""
+    return check_architecture(getattr(model, "architecture", None), type(model).__name__)
+
+
+def load_imagenet_backbone(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Loads torchvision's ResNet18 ImageNet state dict ``state`` into the backbone of a pose network built here
+    (the small one takes the layers it has)."""
+    if architecture_of(model) == SMALL_VARIANT:
+        model[0].load_state_dict({key: value for key, value in state.items()
+                                  if key.split(".")[0] in ResNetStemFeatures.PARTS}, strict=True)
+    else:
+        model[0].resnet.load_state_dict(state)
 
 
 def load_trt_pose_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],

@@ -56,7 +56,9 @@ _F32 = np.float32
 _LENGTH_EPSILON = 1e-5
 # stands in for non-finite scores in the assignment: such a pair is never kept (NaN > threshold is false)
 _SCORE_LIMIT = 1e30
-_CV_MAX_CHANNELS = 512  # OpenCV's limit on an image's channels
+# the most channels an OpenCV image may have (CV_CN_MAX: 128 in OpenCV 5, 512 in OpenCV 4): cmap's 18 channels a
+# frame fill it at 7 frames, so batches are dilated in chunks of this many planes
+_CV_MAX_CHANNELS = 128
 # the largest side of a score matrix that trt_pose's Munkres, step by step in Python, solves; SciPy's solver (the
 # same best assignment, ties aside) takes larger ones, whose Python steps would cost milliseconds
 MUNKRES_MAX_SIZE = 12

@@ -1,5 +1,6 @@
-"""Training the pose network (trt_pose's ``resnet18_baseline_att``, ``pose/network.py``), run by
-``jetracer-trt train --task pose`` (``run_cli``; ``cli/train.py`` parses the options):
+"""Training a pose network (``pose/network.py``: trt_pose's ``resnet18_baseline_att`` by default, or our small
+``pose_small_resnet18_l2`` with ``--arch``), run by ``jetracer-trt train --task pose`` (``run_cli``;
+``cli/train.py`` parses the options):
 
 ```bash
 jetracer-trt train --task pose --data synthetic --out runs/pose --epochs 10          # fresh scenes every epoch
@@ -8,7 +9,11 @@ jetracer-trt sim collect --task pose --out data-pose --frames 50000 && \\
 jetracer-trt train --task pose --data data-pose --out runs/pose                      # or from a recorded dataset
 jetracer-trt train --task pose --data synthetic --init resnet18_baseline_att_224x224_A_epoch_249.pth --out runs/ft
 jetracer-trt train --task pose --out runs/pose --resume --epochs 14                  # continue
+jetracer-trt train --task pose --arch pose_small_resnet18_l2 --data synthetic --out runs/small --minutes 6
 ```
+
+* Network: ``arch`` (config/pose_train.yaml, ``--arch``), one of ``network.ARCHITECTURES``; the checkpoints record
+  it. ``--init`` and ``--resume`` train the network their file holds (``--arch``, if given, must name it).
 
 * Data: ``--data synthetic`` renders ``scenes_per_epoch`` new scenes per epoch (``data.render_scene``; epoch ``e``
   takes seeds ``e * scenes_per_epoch ...``, below the held-out ones) in the DataLoader workers; ``--data DIR ...``
@@ -59,7 +64,7 @@ from ..train import TrainResult, close_loader, lr_factor, make_loader, make_opti
 from .checkpoint import load_pose_checkpoint, make_pose_checkpoint, pose_record
 from .data import EVALUATION_SEEDS, MAX_PEOPLE, VALIDATION_SEEDS, pad_people, read_pose_dataset, render_scene
 from .evaluate import ALPHA, PckResult, pck_of_maps
-from .network import build_pose_network
+from .network import VARIANT, architecture_of, build_network, check_architecture, load_imagenet_backbone
 from .topology import PoseTopology, load_topology
 
 log = logging.getLogger(__name__)
@@ -69,7 +74,7 @@ SYNTHETIC = "synthetic"  # the --data word for scenes rendered while training
 VAL_WORKERS = 4  # the validation scenes are few: a few processes render them while the GPU scores the last batch
 RESUMABLE_OVERRIDES = ("epochs", "workers")
 _SETTINGS = ("epochs", "scenes_per_epoch", "batch_size", "lr", "weight_decay", "warmup_fraction", "min_lr_ratio",
-             "val_scenes", "seed", "workers", "weights", "cmap_stdev", "paf_stdev", "mirror", "minutes")
+             "val_scenes", "seed", "workers", "weights", "cmap_stdev", "paf_stdev", "mirror", "minutes", "arch")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -115,6 +120,7 @@ def resolve_settings(overrides: Mapping[str, Any] | None = None,
         raise JetracerError(f"mirror must be true or false, got {settings['mirror']!r}")
     if settings["minutes"] is not None:
         number("minutes", 0.01, 1e6)
+    check_architecture(settings["arch"], "arch")
     return settings
 
 
@@ -342,15 +348,20 @@ def _sources(data: Sequence[str] | None) -> tuple[bool, list[str]]:
     return synthetic, [str(Path(d).absolute()) for d in folders]
 
 
-def _initial_network(init: str | None, topology: PoseTopology, weights: str) -> tuple[torch.nn.Module, str]:
-    """The network a new run starts from, and what it started from."""
+def _initial_network(init: str | None, topology: PoseTopology, weights: str, architecture: str
+                     ) -> tuple[torch.nn.Module, str]:
+    """The network (of ``architecture``) a new run starts from, and what it started from."""
     if init:
-        return load_pose_checkpoint(init, topology)[0], f"init {Path(init).name}"
-    model = build_pose_network(topology)
+        model = load_pose_checkpoint(init, topology)[0]
+        if architecture_of(model) != architecture:
+            raise JetracerError(f"--init {Path(init).name} holds a {architecture_of(model)}, not a {architecture}; "
+                                f"leave --arch out or give --arch {architecture_of(model)}")
+        return model, f"init {Path(init).name}"
+    model = build_network(architecture, topology)
     if weights == "imagenet":
         path = imagenet_weights_path()
         if path.is_file():
-            model[0].resnet.load_state_dict(load_torch_file(path))
+            load_imagenet_backbone(model, load_torch_file(path))
             return model, "imagenet"
         log.warning("ImageNet weights are not in the local torch hub cache (%s); training from scratch (never "
                     "downloaded)", path)
@@ -385,6 +396,10 @@ def train_pose(data: Sequence[str] | None, out_dir: str | os.PathLike, *, overri
         _, _, contract = pose_record(state, paths[LAST_NAME])
     else:
         settings = resolve_settings(overrides)
+        if init and (overrides or {}).get("arch") is None:  # fine-tuning trains the network the file holds
+            from .checkpoint import checkpoint_architecture
+
+            settings["arch"] = checkpoint_architecture(load_torch_file(Path(init)), Path(init).name)
         contract = pose_contract(load_topology())
         if paths[LAST_NAME].exists():
             log.warning("%s already holds a run; starting over (pass --resume to continue it)", run_dir)
@@ -393,10 +408,12 @@ def train_pose(data: Sequence[str] | None, out_dir: str | os.PathLike, *, overri
     dev = resolve_device(device)
     torch.manual_seed(settings["seed"])
     if state is not None:
-        model, weights_init = build_pose_network(topology), state.get("weights_init", "none")
+        architecture = state.get("architecture", VARIANT)
+        model, weights_init = build_network(architecture, topology), state.get("weights_init", "none")
         model.load_state_dict(state["state_dict"])
+        settings["arch"] = architecture
     else:
-        model, weights_init = _initial_network(init, topology, settings["weights"])
+        model, weights_init = _initial_network(init, topology, settings["weights"], settings["arch"])
     cuda = dev.type == "cuda"
     amp_dtype = None
     if cuda:
@@ -440,7 +457,7 @@ def train_pose(data: Sequence[str] | None, out_dir: str | os.PathLike, *, overri
         log.info("resuming %s at epoch %d, step %d", run_dir, start_epoch, global_step)
     selected_by = "val_pck" if val_loader is not None else "train_loss"
     best_value = best_metrics.get(selected_by, -math.inf if selected_by == "val_pck" else math.inf)
-    log.info("training the pose network on %s%s: %d epochs x %d steps of %d (%s), from %s", dev,
+    log.info("training %s on %s%s: %d epochs x %d steps of %d (%s), from %s", settings["arch"], dev,
              f" with {amp_dtype} autocast" if amp_dtype else " in FP32", settings["epochs"], steps_per_epoch,
              batch_size, "synthetic scenes" if synthetic else f"{size} samples", weights_init)
     meta = {"train_config": settings, "data": [SYNTHETIC] if synthetic else folders, "weights_init": weights_init}
@@ -543,7 +560,7 @@ def run_cli(args) -> int:
     if ignored:
         log.warning("%s: not used by pose training (it validates on held-out synthetic scenes)", ", ".join(ignored))
     overrides = {key: getattr(args, key, None) for key in ("epochs", "batch_size", "lr", "weight_decay", "seed",
-                                                           "workers", "weights", "minutes")}
+                                                           "workers", "weights", "minutes", "arch")}
     result = train_pose(args.data, args.out, overrides=overrides, resume=args.resume, device=args.device,
                         max_steps=args.max_steps, init=getattr(args, "init", None))
     if result.best_path is None:
@@ -556,7 +573,7 @@ def run_cli(args) -> int:
     print(f"best checkpoint: {result.best_path}")
     print(f"metrics: {result.metrics_path}  plot: {result.plot_path}  resume state: {result.last_path}")
     if not getattr(args, "no_export", False):
-        from ..convert import describe_result
+        from ..cli.convert import describe_result
         from ..export import export_onnx
 
         onnx_path = result.best_path.with_suffix(".onnx")

@@ -163,6 +163,7 @@ class Renderer:
         self._background = np.ascontiguousarray(np.broadcast_to(sky, (h, w, 3)).astype(np.uint8))
         self._maps = np.empty((h, w, 2), np.float32)
         self.frame = np.empty((h, w, 3), np.uint8)
+        self.figure_ids: np.ndarray | None = None  # part ids of the last figure drawn (made on the first one)
         self._noise_bank = []
         if look.noise_sigma > 0:
             for _ in range(4):
@@ -182,6 +183,18 @@ class Renderer:
         if rows:
             self.frame[:rows] = cv2.blendLinear(self.frame[:rows], self._background[:rows], w_floor, w_bg)
         return self.frame
+
+    def draw_figure(self, figure) -> np.ndarray:
+        """Paints a person (``pose.figures``) over ``self.frame`` (nothing in the simulator stands in front of
+        them); returns the frame's part-id image (``figures.paint_figures``, figure id 0), a reused buffer."""
+        from ..pose.figures import paint_figures  # the pose package (SciPy) only for worlds with people
+
+        if self.figure_ids is None:
+            self.figure_ids = np.zeros(self.frame.shape[:2], np.int32)
+        else:
+            self.figure_ids.fill(0)
+        paint_figures(self.frame, self.figure_ids, [figure])
+        return self.figure_ids
 
     def camera_effects(self, frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Per-frame exposure, blur, sensor noise and JPEG artefacts of a randomized run (in place when possible)."""

@@ -1,6 +1,7 @@
-"""Closed loops over ``SimWorld``: driving with a model (evaluation), driving with the noisy expert (collection).
+"""Closed loops over ``SimWorld``: driving with a model (evaluation), following a walking person (``follow``),
+driving with the noisy expert (collection).
 
-Both run at the camera rate with one frame of delay: the command computed from frame k is applied during the
+All run at the camera rate with one frame of delay: the command computed from frame k is applied during the
 period after frame k+1 is taken, as on a real car whose camera, inference and servo each take their time.
 """
 from __future__ import annotations
@@ -46,10 +47,73 @@ def drive(world: SimWorld, policy: Policy, controller: SafetyGovernor, laps: int
         if progress is not None:
             progress(world)
     result = world.metrics()
-    result["inference_ms"] = {
-        "p50": float(np.percentile(latencies, 50)) if latencies else 0.0,
-        "p99": float(np.percentile(latencies, 99)) if latencies else 0.0,
-    }
+    result["inference_ms"] = percentiles_ms(latencies)
+    return result
+
+
+def percentiles_ms(latencies: list[float]) -> dict:
+    """The p50 and p99 of per-frame times (0 for none)."""
+    return {"p50": float(np.percentile(latencies, 50)) if latencies else 0.0,
+            "p99": float(np.percentile(latencies, 99)) if latencies else 0.0}
+
+
+def follow(world: SimWorld, people_of: Callable[[np.ndarray], list], follow_me, controller: SafetyGovernor,
+           seconds: float, on_frame: FrameHook | None = None,
+           progress: Callable[[SimWorld], None] | None = None) -> dict:
+    """Follows ``world``'s walker for ``seconds`` of simulated time and returns the run's metrics.
+
+    Per frame: ``people_of(frame)`` (``PoseEstimator.people``, or one on ``walker.OracleEngine``), then
+    ``follow_me`` (``follow.FollowMe``) picks the target and its throttle scale, and ``controller`` drives the car
+    with them on the simulator's clock, with one frame of delay as ``drive`` does. Metrics: the world's
+    (``SimWorld.metrics``: distances to the walker, collisions, the walker's lead) plus ``following_s`` (FollowMe
+    following someone), ``lost_s`` (not following, after the first sighting), ``lost_events``, how far the
+    target's x was from the walker's true torso centre (``target_x_error_mean``, ``_p90``: in the law's x, [-1, 1]
+    of the image width) and the time per frame of finding people.
+    """
+    if world.walker is None:
+        raise ValueError("follow needs a world with a walker")
+    camera = world.renderer.camera
+    size = (camera.width, camera.height)
+    command = (0.0, 0.0)
+    latencies = []
+    following_frames = lost_frames = lost_events = 0
+    seen_once = was_following = False
+    x_errors = []
+    frames = int(round(seconds * world.rate_hz))
+    for _ in range(frames):
+        frame = world.observe()
+        start = time.perf_counter()
+        people = people_of(frame)
+        latencies.append((time.perf_counter() - start) * 1e3)
+        captured_at = world.time_s
+        target = follow_me.update(people, size, captured_at)
+        world.step(*command)
+        controller.on_target(target.x, 0.0, captured_at=captured_at, now=captured_at,
+                             throttle_scale=target.throttle_scale)
+        command = controller.update(captured_at)
+        seen_once = seen_once or target.following
+        following_frames += target.following
+        lost_frames += seen_once and not target.following
+        lost_events += was_following and not target.following
+        was_following = target.following
+        truth = world.walker_sighting()
+        if truth is not None and math.isfinite(target.x):
+            x_errors.append(abs(target.x - truth.x))
+        if on_frame is not None:
+            on_frame(frame, (target.x, 0.0), world)
+        if progress is not None:
+            progress(world)
+    result = world.metrics()
+    result.update({
+        "seconds": world.time_s,
+        "following_s": following_frames / world.rate_hz,
+        "lost_s": lost_frames / world.rate_hz,
+        "lost_events": lost_events,
+        # how far the target was from the true torso centre (fractions of the half width, the law's x)
+        "target_x_error_mean": float(np.mean(x_errors)) if x_errors else math.nan,
+        "target_x_error_p90": float(np.percentile(x_errors, 90)) if x_errors else math.nan,
+        "people_ms": percentiles_ms(latencies),
+    })
     return result
 
 

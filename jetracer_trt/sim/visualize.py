@@ -85,10 +85,11 @@ class RunVideo:
     def __call__(self, frame: np.ndarray, target: tuple, world: SimWorld) -> None:
         cv2.resize(frame, (self.size, self.size), dst=self._canvas, interpolation=cv2.INTER_NEAREST)
         cv2.cvtColor(self._canvas, cv2.COLOR_RGB2BGR, dst=self._canvas)
-        u = int((target[0] + 1) / 2 * self.size)
-        v = int((target[1] + 1) / 2 * self.size)
-        cv2.circle(self._canvas, (u, v), 8, (0, 255, 0), 2)
-        cv2.line(self._canvas, (self.size // 2, self.size - 1), (u, v), (0, 255, 0), 1)
+        if np.isfinite(target).all():  # no target (follow-me lost its person): the view alone
+            u = int((target[0] + 1) / 2 * self.size)
+            v = int((target[1] + 1) / 2 * self.size)
+            cv2.circle(self._canvas, (u, v), 8, (0, 255, 0), 2)
+            cv2.line(self._canvas, (self.size // 2, self.size - 1), (u, v), (0, 255, 0), 1)
         self.writer.write(self._canvas)
 
     def close(self) -> None:

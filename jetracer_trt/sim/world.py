@@ -4,11 +4,18 @@ The caller drives the loop (see ``runner.py``): ``observe()`` renders the curren
 expert's road target for it, and ``step(steering, throttle)`` advances one camera period. Off-track means the car's
 centre is further from the centreline than half the road width; the car is then put back on the road, facing along
 it, and the run goes on.
+
+With a walker (``walker=WalkerSettings(...)``, ``walker.py``) a person walks along the road ahead of the car and is
+drawn into every frame; ``walker_keypoints`` holds their keypoints in the last frame and ``walker_stats`` the
+car-to-walker distances. The car then follows a person, not the road: off-track is still counted but the car is
+left where it is (the floor is open; putting it back would jump it past or behind its person). Without a walker
+nothing changes: the same seeds give the same frames.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,7 +26,11 @@ from .car import BicycleCar, CarState
 from .render import Renderer
 from .track import generate_track
 
+if TYPE_CHECKING:
+    from .walker import Walker, WalkerSettings, WalkerStats
 
+
+LEAD_SEARCH_M = (6.0, 1.0)  # the walker's lead: the car is looked for this far behind and ahead of them on the road
 PATH_POINTS = 4096  # the driven path kept for plots: at most this many points, spread evenly over the run
 
 
@@ -35,6 +46,7 @@ class RunStats:
     speed_sum: float = 0.0
     path: list = field(default_factory=list)  # (x, y, cte) of the car centre every `path_every` frames, for plots
     path_every: int = 1
+    off_track: bool = False  # the car is off the road now (with a walker it is left there)
 
     def add(self, x: float, y: float, cte: float, speed: float) -> None:
         """One step's state. The path keeps every ``path_every``-th frame; when it outgrows ``PATH_POINTS`` every
@@ -51,7 +63,8 @@ class RunStats:
 
 
 class SimWorld:
-    def __init__(self, track_seed: int, randomize: bool = False, run_seed: int = 0, cfg: dict | None = None):
+    def __init__(self, track_seed: int, randomize: bool = False, run_seed: int = 0, cfg: dict | None = None,
+                 walker: WalkerSettings | None = None):
         self.cfg = cfg or load_config("sim")
         self.track = generate_track(track_seed, self.cfg["track"])
         self.randomize = bool(randomize)
@@ -73,6 +86,19 @@ class SimWorld:
         self._index = 0
         self._variant = 0
         self._place_on_road(0, speed=0.0)
+        self.walker: Walker | None = None
+        self.walker_stats: WalkerStats | None = None
+        self.walker_in_view = False
+        self.walker_keypoints = np.zeros((0, 3), np.float32)  # (C, 3) x, y, v of the last frame (v 0: not in it)
+        if walker is not None:  # the pose package (SciPy) is imported only for worlds with a person
+            from ..pose.topology import load_topology
+            from .walker import Walker, WalkerStats
+
+            self.keypoint_names = load_topology().keypoints
+            walker_rng = np.random.default_rng([int(track_seed), int(run_seed), int(walker.seed), 0x3A1C])
+            self.walker = Walker(self.track, walker, self._index, walker_rng)
+            self.walker_keypoints = np.zeros((len(self.keypoint_names), 3), np.float32)
+            self.walker_stats = WalkerStats()
 
     # -- geometry -------------------------------------------------------------------------------------------------
     def _place_on_road(self, index: int, speed: float) -> None:
@@ -98,9 +124,55 @@ class SimWorld:
         self._variant = int(self.rng.integers(len(self.renderer.cameras)))
         s = self.car.state
         frame = self.renderer.render(s.x, s.y, s.yaw, self._variant)
+        if self.walker is not None:
+            self._draw_walker()
         if self.randomize:
             frame = self.renderer.camera_effects(frame, self.rng)
         return frame
+
+    def _draw_walker(self) -> None:
+        from ..pose.figures import keypoint_visibility
+
+        s = self.car.state
+        figure = self.walker.figure(self.renderer.cameras[self._variant], s.x, s.y, s.yaw)
+        self.walker_in_view = figure is not None
+        if figure is None:
+            self.walker_keypoints.fill(0.0)
+            return
+        ids = self.renderer.draw_figure(figure)
+        self.walker_keypoints[:] = keypoint_visibility(figure, self.keypoint_names, ids, 0)
+
+    def walker_sighting(self):
+        """The walker as follow-me would see them from their true keypoints in the last frame
+        (``follow.Sighting``: torso centre and size); None without a walker or with none of them in the frame."""
+        if self.walker is None or not self.walker_in_view:
+            return None
+        from ..follow import sighting
+        from ..pose.people import Keypoint, Person
+
+        person = Person({name: Keypoint(float(x), float(y), 1.0)
+                         for name, (x, y, v) in zip(self.keypoint_names, self.walker_keypoints, strict=True) if v > 0})
+        camera = self.renderer.camera
+        return sighting(person, (camera.width, camera.height))
+
+    def walker_distance(self) -> float:
+        """Floor distance from the car's front (its camera lens) to the walker; NaN without one."""
+        if self.walker is None:
+            return math.nan
+        s = self.car.state
+        return self.walker.distance_from(self.renderer.camera, s.x, s.y, s.yaw)
+
+    def walker_lead(self) -> float:
+        """How far the walker is ahead of the car along the road (metres; negative: behind); NaN without one."""
+        if self.walker is None:
+            return math.nan
+        # the car's nearest road point among those the walker passed in the last few metres (or a little ahead):
+        # the car's own nearest point jumps across a hairpin when the car cuts its corner after the walker
+        back, ahead = (int(round(m / self.track.spacing)) for m in LEAD_SEARCH_M)
+        near, _ = self.track.project(np.asarray(self.car.centre()), hint=self.walker.index - (back - ahead) // 2,
+                                     window=(back + ahead) // 2)
+        n = len(self.track.points)
+        return ((self.walker.index - near + n // 2) % n - n // 2) * self.track.spacing
 
     def label(self) -> tuple[float, float]:
         """The expert label of the last observed frame: where the road target appears in it, in [-1, 1]."""
@@ -128,9 +200,15 @@ class SimWorld:
         st.progress_m += delta * self.track.spacing
         cx, cy = self.car.centre()
         st.add(cx, cy, cte, self.car.state.speed)
-        if abs(cte) > self.track.widths[self._index] / 2:
+        if abs(cte) > self.track.widths[self._index] / 2 and not st.off_track:
             st.off_track_events += 1
-            self._place_on_road(self._index, speed=self.car.state.speed)
+            if self.walker is None:
+                self._place_on_road(self._index, speed=self.car.state.speed)
+        if self.walker is not None:
+            st.off_track = abs(cte) > self.track.widths[self._index] / 2  # one event per excursion
+            self.walker.step(1.0 / self.rate_hz)
+            self.walker_stats.add(self.walker_distance(), self.walker_lead(), self.walker_in_view,
+                                  self.walker.settings.collision_m)
 
     @property
     def laps_completed(self) -> int:
@@ -149,4 +227,6 @@ class SimWorld:
             "max_abs_cte_m": st.abs_cte_max,
             "mean_speed_mps": st.speed_sum / st.frames if st.frames else 0.0,
             "frames": st.frames,
+            **({"distance_driven_m": st.speed_sum / self.rate_hz, "walker_walked_m": self.walker.walked_m,
+                **self.walker_stats.metrics(self.rate_hz)} if self.walker is not None else {}),
         }
